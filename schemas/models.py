@@ -1,0 +1,147 @@
+"""Pydantic models of the records that travel on sluicegate's topics.
+
+`InferenceRequest` on `sg.requests` / `sg.work.<model>.<pool>`,
+`InferenceResult` on `sg.results` (or the request's `reply_to`),
+`TelemetryEvent` on `sg.telemetry`. Times are Unix epoch milliseconds unless
+a field's name says otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+ImageMime = Literal["image/png", "image/jpeg", "image/webp", "image/bmp", "image/tiff"]
+ParamValue = str | int | float | bool
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ModelName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9\-]*$")]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class ImageInput(_Record):
+    """One image, inline (`data` + `mime_type`) or by reference (`uri` + `sha256`).
+
+    A `file://` reference is read by the worker, which checks the sha256
+    before use; the path must be readable by the worker process.
+    """
+
+    data: bytes | None = None
+    mime_type: ImageMime | None = None
+    uri: str | None = Field(default=None, pattern=r"^file://")
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.data is None) == (self.uri is None):
+            raise ValueError("an image needs exactly one of `data` (inline bytes) or `uri`")
+        if self.data is not None and self.mime_type is None:
+            raise ValueError("an inline image needs `mime_type` (e.g. image/png)")
+        if self.uri is not None and (self.sha256 is None or not _SHA256.match(self.sha256)):
+            raise ValueError("an image `uri` needs `sha256`: 64 lowercase hex digits")
+        return self
+
+    @classmethod
+    def inline(cls, data: bytes, mime_type: ImageMime = "image/png") -> ImageInput:
+        return cls(data=data, mime_type=mime_type)
+
+    @classmethod
+    def from_file(cls, path: str) -> ImageInput:
+        from pathlib import Path
+
+        resolved = Path(path).resolve()
+        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+        return cls(uri=resolved.as_uri(), sha256=digest)
+
+
+class InferenceRequest(_Record):
+    """One inference request: which model, its inputs, and how to answer."""
+
+    request_id: RequestId
+    model: ModelName
+    texts: list[str] = Field(default_factory=list)
+    images: list[ImageInput] = Field(default_factory=list)
+    parameters: dict[str, ParamValue] = Field(default_factory=dict)
+    # Higher runs first inside a batch window; 0 is the default.
+    priority: int = Field(default=0, ge=0, le=9)
+    # Unix epoch ms after which the request is answered `expired` instead of run.
+    deadline_ms: int | None = Field(default=None, ge=0)
+    # Topic the result goes to; `sg.results` when absent.
+    reply_to: str | None = Field(default=None, min_length=1, max_length=249)
+    tenant: str = Field(default="default", min_length=1, max_length=64)
+    # Unix epoch ms when the client created the request (for end-to-end latency).
+    created_ms: int | None = Field(default=None, ge=0)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+class ErrorInfo(_Record):
+    code: str
+    message: str
+
+
+class Timings(_Record):
+    # Milliseconds from the worker reading the record to its batch starting.
+    queue_ms: float = 0.0
+    # Milliseconds the backend spent on the whole batch.
+    compute_ms: float = 0.0
+    # Requests in the batch this request ran in (0 when it never ran).
+    batch_size: int = 0
+    # Milliseconds from `created_ms` to the result being produced, when known.
+    total_ms: float | None = None
+
+
+class InferenceResult(_Record):
+    """Exactly one per request. `outputs` is empty unless `status` is ok."""
+
+    request_id: str
+    status: Status
+    model: str = ""
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    timings: Timings = Field(default_factory=Timings)
+    model_version: str = ""
+    pool: str = ""
+    worker: str = ""
+    # Unix epoch ms when the result was produced.
+    produced_ms: int = 0
+
+    @model_validator(mode="after")
+    def _error_iff_not_ok(self) -> Self:
+        if (self.status is Status.OK) == (self.error is not None):
+            raise ValueError("a result carries `error` exactly when its status is not ok")
+        return self
+
+
+class TelemetryEvent(_Record):
+    """One per batch (`kind="batch"`) and one per request (`kind="request"`)."""
+
+    kind: Literal["batch", "request"]
+    model: str
+    pool: str
+    worker: str
+    ts_ms: int
+    status: Status | None = None
+    request_id: str | None = None
+    batch_size: int = 0
+    # Summed real cost of the members, in tokens and pixels.
+    tokens: int = 0
+    pixels: int = 0
+    # len(batch) * max(member cost), in the model's cost unit.
+    padded_cost: int = 0
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0

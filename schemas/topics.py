@@ -1,0 +1,19 @@
+"""Topic names: the defaults the project and its users rely on."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Pool = Literal["a100", "mi200", "cpu"]
+POOLS: tuple[Pool, ...] = get_args(Pool)
+
+REQUESTS = "sg.requests"
+RESULTS = "sg.results"
+TELEMETRY = "sg.telemetry"
+DLQ = "sg.dlq"
+WORK_PREFIX = "sg.work"
+
+
+def work_topic(model: str, pool: Pool | str, *, prefix: str = WORK_PREFIX) -> str:
+    """`sg.work.<model>.<pool>`: where a pool's workers read a model's requests."""
+    return f"{prefix}.{model}.{pool}"

@@ -1,0 +1,57 @@
+"""Creating the topics sluicegate needs (idempotent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from sluicegate.schemas.catalog import CATALOG
+from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+
+
+def default_topics(topics: TopicSettings, pools: Iterable[str] = ("cpu",)) -> list[str]:
+    names = [topics.requests, topics.results, topics.telemetry, topics.dlq]
+    names += [topics.work(model, pool) for model in CATALOG for pool in pools]
+    return names
+
+
+async def ensure_topics(
+    kafka: KafkaSettings, names: Iterable[str], *, partitions: int = 3, replication: int = 1
+) -> list[str]:
+    """Create the missing topics among `names`; returns the ones created."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            new = [
+                NewTopic(
+                    name=n,
+                    num_partitions=partitions,
+                    replication_factor=replication,
+                    topic_configs={"max.message.bytes": str(kafka.max_request_size)},
+                )
+                for n in missing
+            ]
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; that is fine
+        return missing
+    finally:
+        await admin.close()
+
+
+async def delete_topics(kafka: KafkaSettings, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

@@ -1,0 +1,141 @@
+"""Session fixtures: one real Kafka broker, one real Triton, the `up` workers.
+
+The stack is started with `LocalStack.up()` (what `sluicegate up` runs) on
+free loopback ports and a temporary state dir, and stopped with `down()` at
+the end, which must leave nothing running. A part that cannot start fails
+the session loudly; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sluicegate.ops.stack.process import free_port, port_is_open
+from sluicegate.ops.stack.stack import LocalStack, StackSettings
+from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.streams.client import Client, ClientSettings
+from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
+from sluicegate.workers.backends.triton import TritonBackend
+from sluicegate.workers.config import BatchSettings, TritonSettings, WorkerSettings
+from sluicegate.workers.engine import Worker
+
+from ..conftest import CACHE_DIR
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    settings = StackSettings(
+        state_dir=tmp_path_factory.mktemp("state"),
+        cache_dir=CACHE_DIR,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        triton_http_port=free_port(),
+        triton_grpc_port=free_port(),
+        triton_metrics_port=free_port(),
+    )
+    local = LocalStack(settings, progress=print)
+    try:
+        local.up()
+        yield local
+    finally:
+        local.down()
+    ports = (settings.kafka_port, settings.triton_grpc_port, settings.triton_http_port)
+    assert not any(port_is_open("127.0.0.1", p) for p in ports), "down() left a server running"
+
+
+@pytest.fixture(scope="session")
+def kafka(stack: LocalStack) -> KafkaSettings:
+    return stack.settings.kafka()
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack: LocalStack) -> dict[str, str]:
+    """Environment for `sluicegate` subprocesses pointed at the session stack."""
+    s = stack.settings
+    env = dict(os.environ)
+    env.update(
+        {
+            "SLUICEGATE_STATE_DIR": str(s.state_dir),
+            "SLUICEGATE_CACHE_DIR": str(s.cache_dir),
+            "SLUICEGATE_KAFKA_PORT": str(s.kafka_port),
+            "SLUICEGATE_TRITON_HTTP_PORT": str(s.triton_http_port),
+            "SLUICEGATE_TRITON_GRPC_PORT": str(s.triton_grpc_port),
+            "SLUICEGATE_TRITON_METRICS_PORT": str(s.triton_metrics_port),
+            "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+async def topics(kafka: KafkaSettings) -> AsyncIterator[TopicSettings]:
+    """Topic names unique to this test, created up front and deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    names = TopicSettings(
+        requests=f"{prefix}.requests",
+        results=f"{prefix}.results",
+        telemetry=f"{prefix}.telemetry",
+        dlq=f"{prefix}.dlq",
+        work_prefix=f"{prefix}.work",
+    )
+    created = default_topics(names)
+    await ensure_topics(kafka, created)
+    yield names
+    await delete_topics(kafka, created)
+
+
+WorkerFactory = Callable[..., contextlib.AbstractAsyncContextManager[Worker]]
+
+
+@pytest.fixture
+def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -> WorkerFactory:
+    """Run an in-process worker for `model` on this test's topics until the block ends."""
+
+    @contextlib.asynccontextmanager
+    async def running(model: str, **batch: int) -> AsyncIterator[Worker]:
+        settings = WorkerSettings(
+            model=model,
+            pool="cpu",
+            kafka=kafka,
+            topics=topics,
+            triton=TritonSettings(url=stack.settings.triton_url, timeout_s=60),
+            batch=BatchSettings(**batch),
+            group_id=f"{topics.work_prefix}.{model}.group",
+        )
+        backend = TritonBackend(url=settings.triton.url)
+        ready = asyncio.Event()
+        worker = Worker(settings=settings, backend=backend, on_ready=ready.set)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            async with asyncio.timeout(60):
+                waiter = asyncio.create_task(ready.wait())
+                done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if task in done:
+                    task.result()  # raises what killed the worker
+                    raise AssertionError("worker exited before joining its group")
+            yield worker
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=90)
+            await backend.close()
+
+    return running
+
+
+@pytest.fixture
+async def client(kafka: KafkaSettings, topics: TopicSettings) -> AsyncIterator[Client]:
+    async with Client(settings=ClientSettings(kafka=kafka, topics=topics, timeout_s=120)) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return CACHE_DIR.parent

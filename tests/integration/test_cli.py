@@ -1,0 +1,93 @@
+"""The `sluicegate` command line against the stack that `up` started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sluicegate.ops.samples import cer, render_text_image
+from sluicegate.ops.stack.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def sluicegate(
+    *args: str, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluicegate", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_status_reports_every_part_ready(stack: LocalStack, stack_env: dict[str, str]) -> None:
+    done = sluicegate("status", env=stack_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for part in ("kafka", "triton", "worker ocr", "worker text-embed", "worker doc-match"):
+        assert part in done.stdout
+    assert "down" not in done.stdout.replace("sluicegate down", "")
+
+
+def test_submit_wait_json_prints_the_result(
+    stack: LocalStack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    image = tmp_path / "order.png"
+    image.write_bytes(render_text_image("Order number 77812 confirmed", glyph_px=32))
+    done = sluicegate(
+        "submit", "--model", "ocr", "--image", str(image), "--wait", "--json", env=stack_env
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "ok" and len(result["request_id"]) == 32
+    assert cer("Order number 77812 confirmed", result["outputs"]["text"]) <= 0.05
+    assert result["timings"]["batch_size"] >= 1
+
+
+def test_submit_by_reference_and_doc_match(
+    stack: LocalStack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    image = tmp_path / "invoice.png"
+    image.write_bytes(render_text_image("Invoice 2041 total due", glyph_px=32))
+    done = sluicegate(
+        "submit",
+        "--model",
+        "doc-match",
+        "--image",
+        str(image),
+        "--text",
+        "invoice total",
+        "--by-reference",
+        "--wait",
+        "--json",
+        env=stack_env,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "ok"
+    assert 0.0 < result["outputs"]["similarity"] <= 1.0
+
+
+def test_submit_explains_a_missing_image(stack_env: dict[str, str]) -> None:
+    done = sluicegate("submit", "--model", "ocr", "--image", "/nonexistent.png", env=stack_env)
+    assert done.returncode == 1
+    assert "does not exist" in done.stderr
+
+
+def test_schema_dump_is_json_schema() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sluicegate", "schema", "dump", "request"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    schema = json.loads(done.stdout)
+    assert schema["title"] == "InferenceRequest"
+    assert {"request_id", "model"} <= set(schema["required"])

@@ -1,0 +1,31 @@
+"""The seam between the engine and whatever runs the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Outputs = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInputs:
+    """What one request gives the model: its texts and decoded-source image bytes."""
+
+    texts: tuple[str, ...] = ()
+    images: tuple[bytes, ...] = ()
+
+
+class InferenceBackend(Protocol):
+    """Runs one batch of one model.
+
+    `infer` returns exactly one `Outputs` per input, in input order, or
+    raises a `BackendError` for the whole batch (the engine bisects).
+    """
+
+    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]: ...
+
+    async def model_version(self, model: str) -> str: ...
+
+    async def close(self) -> None: ...

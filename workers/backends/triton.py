@@ -1,0 +1,140 @@
+"""Triton Inference Server over gRPC (tritonclient's asyncio client).
+
+Maps the reference models' tensors to and from `Outputs`, puts a client
+deadline on every call, and maps tritonclient's single exception type onto
+our `BackendError`s by gRPC status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
+from .base import ModelInputs, Outputs
+
+
+@dataclass(frozen=True)
+class _Io:
+    build: Callable[[Sequence[ModelInputs]], list[tuple[str, np.ndarray[Any, Any]]]]
+    outputs: tuple[str, ...]
+    parse: Callable[[dict[str, np.ndarray[Any, Any]], int], Outputs]
+
+
+def _bytes_column(values: Sequence[bytes]) -> np.ndarray[Any, Any]:
+    return np.array(list(values), dtype=np.object_).reshape(-1, 1)
+
+
+def _text(batch: Sequence[ModelInputs]) -> np.ndarray[Any, Any]:
+    return _bytes_column([item.texts[0].encode() for item in batch])
+
+
+def _image(batch: Sequence[ModelInputs]) -> np.ndarray[Any, Any]:
+    return _bytes_column([item.images[0] for item in batch])
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_MODELS: dict[str, _Io] = {
+    "text-embed": _Io(
+        build=lambda b: [("TEXT", _text(b))],
+        outputs=("EMBEDDING", "TOKENS"),
+        parse=lambda o, i: {
+            "embedding": [float(x) for x in o["EMBEDDING"][i]],
+            "tokens": int(o["TOKENS"][i].reshape(-1)[0]),
+        },
+    ),
+    "ocr": _Io(
+        build=lambda b: [("IMAGE", _image(b))],
+        outputs=("TEXT", "SCORE", "LINES"),
+        parse=lambda o, i: {
+            "text": _str(o["TEXT"][i].reshape(-1)[0]),
+            "score": float(o["SCORE"][i].reshape(-1)[0]),
+            "lines": json.loads(_str(o["LINES"][i].reshape(-1)[0])),
+        },
+    ),
+    "doc-match": _Io(
+        build=lambda b: [("IMAGE", _image(b)), ("TEXT", _text(b))],
+        outputs=("OCR_TEXT", "SIMILARITY"),
+        parse=lambda o, i: {
+            "ocr_text": _str(o["OCR_TEXT"][i].reshape(-1)[0]),
+            "similarity": float(o["SIMILARITY"][i].reshape(-1)[0]),
+        },
+    ),
+}
+
+_RETRIABLE = {"StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.CANCELLED"}
+
+
+def map_error(exc: InferenceServerException, *, url: str) -> BackendError:
+    status = str(exc.status() or "")
+    message = exc.message() or str(exc)
+    if status == "StatusCode.DEADLINE_EXCEEDED":
+        return BackendTimeout(f"Triton at {url} did not answer within the client deadline")
+    if status in _RETRIABLE or "failed to connect" in message.lower():
+        return BackendUnavailable(
+            f"Triton at {url} is unavailable ({status or 'no status'}: {message}); "
+            "check `sluicegate status`"
+        )
+    return BackendRejected(f"Triton rejected the batch ({status or 'no status'}): {message}")
+
+
+class TritonBackend:
+    """One gRPC channel to one Triton server; safe to share between tasks."""
+
+    def __init__(self, *, url: str, timeout_s: float = 60.0) -> None:
+        self._url = url
+        self._timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+
+    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
+        io = _MODELS.get(model)
+        if io is None:
+            raise BackendRejected(f"the Triton backend has no tensor mapping for model {model!r}")
+        inputs = []
+        for name, array in io.build(batch):
+            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
+        try:
+            response = await self._client.infer(
+                model, inputs, outputs=requested, client_timeout=self._timeout_s
+            )
+        except InferenceServerException as exc:
+            raise map_error(exc, url=self._url) from exc
+        arrays = {name: response.as_numpy(name) for name in io.outputs}
+        for name, array in arrays.items():
+            # A Python backend stub running under numpy 2 answers with the
+            # right shape and no data; refuse that instead of emitting zeros.
+            if array is None or array.shape[0] != len(batch) or array.size == 0:
+                raise BackendRejected(
+                    f"Triton returned output {name} with shape "
+                    f"{None if array is None else array.shape} for a batch of {len(batch)}"
+                )
+        return [io.parse(arrays, i) for i in range(len(batch))]
+
+    async def model_version(self, model: str) -> str:
+        try:
+            meta = await self._client.get_model_metadata(model, as_json=True)
+        except InferenceServerException as exc:
+            raise map_error(exc, url=self._url) from exc
+        versions = meta.get("versions") or ["1"]
+        return str(versions[-1])
+
+    async def wait_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model))
+        except InferenceServerException:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()

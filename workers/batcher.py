@@ -1,0 +1,174 @@
+"""The budget batcher: which requests run together, and when.
+
+A batch is padded to its longest member, so its true cost is
+``len(batch) * max(member cost)``. The batcher closes a batch when one more
+request would push that padded cost past the budget, at ``max_batch_size``,
+or when its oldest member has waited ``max_queue_delay``. It orders by
+priority, then earliest deadline, then arrival; hands back requests whose
+deadline has passed instead of running them; and rejects, at admission, a
+request that would not fit even alone.
+
+Pure bookkeeping: no I/O, no event loop. Time comes from an injected clock
+(seconds, monotonic), so tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchPolicy:
+    """Budgets for one model on one pool. Triton's knob names where they match."""
+
+    max_batch_size: int = 16
+    max_queue_delay_microseconds: int = 5_000
+    # Padded cost a batch may reach, in the model's cost unit (tokens or pixels).
+    budget: int
+    # A request costlier than this is rejected; between budget and this it runs alone.
+    hard_limit: int
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.budget < 1 or self.hard_limit < self.budget:
+            raise ValueError("need max_batch_size >= 1, budget >= 1 and hard_limit >= budget")
+
+    @property
+    def max_queue_delay(self) -> float:
+        return self.max_queue_delay_microseconds / 1e6
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+
+
+@dataclass(order=True)
+class _Entry(Generic[T]):
+    sort_key: tuple[int, float, int]
+    item: T = field(compare=False)
+    cost: int = field(compare=False)
+    arrived: float = field(compare=False)
+    deadline: float = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Batch(Generic[T]):
+    items: list[T]
+    costs: list[int]
+    # When each member was added (clock seconds), in `items` order.
+    arrivals: list[float]
+
+    @property
+    def padded_cost(self) -> int:
+        return len(self.costs) * max(self.costs)
+
+    @property
+    def real_cost(self) -> int:
+        return sum(self.costs)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class BudgetBatcher(Generic[T]):
+    """Holds pending requests of one model and forms budget-bounded batches."""
+
+    def __init__(self, *, policy: BatchPolicy, clock: Callable[[], float]) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._heap: list[_Entry[T]] = []
+        self._seq = itertools.count()
+
+    @property
+    def policy(self) -> BatchPolicy:
+        return self._policy
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def pending_cost(self) -> int:
+        return sum(e.cost for e in self._heap)
+
+    def add(
+        self, item: T, *, cost: int, priority: int = 0, deadline: float | None = None
+    ) -> Rejection | None:
+        """Queue `item`; returns a `Rejection` (and keeps nothing) if it can never run."""
+        if cost > self._policy.hard_limit:
+            return Rejection(
+                f"request costs {cost} units, over this pool's hard limit of "
+                f"{self._policy.hard_limit}; send a smaller input"
+            )
+        due = math.inf if deadline is None else deadline
+        entry = _Entry((-priority, due, next(self._seq)), item, max(cost, 1), self._clock(), due)
+        heapq.heappush(self._heap, entry)
+        return None
+
+    def remove_if(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Remove and return the pending items for which `predicate` holds."""
+        removed = [e.item for e in self._heap if predicate(e.item)]
+        if removed:
+            self._heap = [e for e in self._heap if not predicate(e.item)]
+            heapq.heapify(self._heap)
+        return removed
+
+    def take_expired(self) -> list[T]:
+        """Remove and return every request whose deadline has passed."""
+        now = self._clock()
+        if not any(e.deadline <= now for e in self._heap):
+            return []
+        expired = [e.item for e in self._heap if e.deadline <= now]
+        self._heap = [e for e in self._heap if e.deadline > now]
+        heapq.heapify(self._heap)
+        return expired
+
+    def next_batch(self, *, force: bool = False) -> Batch[T] | None:
+        """The next batch if one is ready now (or any pending with `force`), else None.
+
+        Members are taken in priority/deadline order; a request that would
+        push the padded cost past the budget is skipped for a later batch.
+        """
+        if not self._heap:
+            return None
+        chosen, full = self._plan()
+        oldest = min(e.arrived for e in self._heap)
+        waited_out = self._clock() - oldest >= self._policy.max_queue_delay
+        if not (force or full or waited_out):
+            return None
+        taken = {id(e) for e in chosen}
+        self._heap = [e for e in self._heap if id(e) not in taken]
+        heapq.heapify(self._heap)
+        return Batch(
+            [e.item for e in chosen], [e.cost for e in chosen], [e.arrived for e in chosen]
+        )
+
+    def next_wakeup(self) -> float | None:
+        """Clock time when a batch becomes due by delay or a deadline passes."""
+        if not self._heap:
+            return None
+        due = min(e.arrived for e in self._heap) + self._policy.max_queue_delay
+        return min(due, min(e.deadline for e in self._heap))
+
+    def _plan(self) -> tuple[list[_Entry[T]], bool]:
+        """Greedy batch in queue order; `full` when nothing more could join it."""
+        policy = self._policy
+        chosen: list[_Entry[T]] = []
+        widest = 0
+        skipped = False
+        for entry in sorted(self._heap):
+            if len(chosen) == policy.max_batch_size:
+                return chosen, True
+            width = max(widest, entry.cost)
+            if chosen and (len(chosen) + 1) * width > policy.budget:
+                skipped = True
+                continue
+            chosen.append(entry)
+            widest = width
+        full = len(chosen) == policy.max_batch_size or skipped
+        return chosen, full
