@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 from rapidfuzz.distance import Levenshtein
 
-_FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-)
+_FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 
 PHRASES = (
     "Invoice 2041 total due 318.40 EUR",
@@ -42,30 +40,59 @@ TEXTS = (
 )
 
 
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    for path in _FONT_CANDIDATES:
-        if Path(path).exists():
-            return ImageFont.truetype(path, size)
+def font(size: int, name: str = "DejaVuSans.ttf") -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A TrueType face `size` px tall: DejaVu when installed, else Pillow's bundled one."""
+    path = _FONT_DIR / name
+    if path.is_file():
+        return ImageFont.truetype(str(path), size)
     return ImageFont.load_default(size=size)  # Pillow >= 10.1 ships a real TrueType font
 
 
-def render_text_image(
-    text: str, *, glyph_px: int = 32, margin: int = 24, fmt: str = "PNG"
+def render_page(
+    lines: Sequence[str],
+    *,
+    glyph_px: int = 32,
+    canvas: tuple[int, int] | None = None,
+    font_name: str = "DejaVuSans.ttf",
+    margin: int = 30,
+    fmt: str = "PNG",
 ) -> bytes:
-    """Black text on white, `glyph_px` tall, as encoded image bytes."""
-    face = font(glyph_px)
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
-        (0, 0), text, font=face
+    """Black lines of text on a white page, glyphs `glyph_px` tall, as encoded bytes.
+
+    Without `canvas` the page is at least 640x480, like a photo or a scan:
+    the OCR detector enlarges the short side to 736 px, so a tight crop of
+    one line would be blown up tenfold, cost far more and read worse.
+    """
+    face = font(glyph_px, font_name)
+    step = int(glyph_px * 1.8)
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    widest = max((int(measure.textlength(line, font=face)) for line in lines), default=0)
+    width, height = canvas or (
+        max(640, widest + 2 * margin),
+        max(480, len(lines) * step + 2 * margin),
     )
-    image = Image.new("RGB", (right - left + 2 * margin, bottom - top + 2 * margin), "white")
-    ImageDraw.Draw(image).text((margin - left, margin - top), text, fill="black", font=face)
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((margin, margin + i * step), line, fill="black", font=face)
     buf = io.BytesIO()
     image.save(buf, format=fmt)
     return buf.getvalue()
 
 
+def render_text_image(text: str, *, glyph_px: int = 32, fmt: str = "PNG") -> bytes:
+    """One line of text on a default-sized page."""
+    return render_page([text], glyph_px=glyph_px, fmt=fmt)
+
+
+def normalise(text: str) -> str:
+    """Whitespace runs collapsed to one space: OCR line breaks are not errors."""
+    return " ".join(text.split())
+
+
 def cer(reference: str, hypothesis: str) -> float:
     """Character error rate of `hypothesis` against `reference`."""
+    reference, hypothesis = normalise(reference), normalise(hypothesis)
     if not reference:
         return 0.0 if not hypothesis else 1.0
     return Levenshtein.distance(reference, hypothesis) / len(reference)

