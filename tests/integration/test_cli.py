@@ -40,7 +40,7 @@ def test_submit_wait_json_prints_the_result(
     stack: LocalStack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
     image = tmp_path / "order.png"
-    image.write_bytes(render_text_image("Order number 77812 confirmed", glyph_px=32))
+    image.write_bytes(render_text_image("Order number 77812 confirmed", glyph_px=48))
     done = sluicegate(
         "submit", "--model", "ocr", "--image", str(image), "--wait", "--json", env=stack_env
     )

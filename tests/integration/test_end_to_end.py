@@ -79,7 +79,7 @@ async def test_text_embed_returns_normalised_embeddings_and_real_token_counts(
 async def test_doc_match_scores_matching_text_higher(
     run_worker: WorkerFactory, client: Client
 ) -> None:
-    image = ImageInput.inline(render_text_image("Invoice 2041 total due 318.40 EUR", glyph_px=32))
+    image = ImageInput.inline(render_text_image("Invoice 2041 total due 318.40 EUR", glyph_px=48))
     requests = [
         InferenceRequest(request_id=rid(), model="doc-match", images=[image], texts=[query])
         for query in ("invoice total due in euros", "the weather in the mountains")
