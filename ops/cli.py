@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -249,7 +250,11 @@ def schema_dump(
     record: Annotated[Literal["request", "result", "telemetry"], typer.Argument()] = "request",
 ) -> None:
     """Print the JSON Schema of a record (fields of the msgpack map)."""
-    model = {"request": InferenceRequest, "result": InferenceResult, "telemetry": TelemetryEvent}
+    model: dict[str, type[BaseModel]] = {
+        "request": InferenceRequest,
+        "result": InferenceResult,
+        "telemetry": TelemetryEvent,
+    }
     sys.stdout.write(json.dumps(model[record].model_json_schema(), indent=2) + "\n")
 
 
