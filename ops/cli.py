@@ -267,7 +267,7 @@ def demo(
     from .demo import run_demo
 
     try:
-        code = run_demo(StackSettings(), count=count, timeout=timeout, console=Console())
+        code = run_demo(StackSettings(), count=count, timeout=timeout)
     except StackError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code=code)

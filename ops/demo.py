@@ -71,8 +71,9 @@ async def _submit_all(
 
 def _table(samples: list[Sample], results: list[InferenceResult | None]) -> Table:
     table = Table(title="results", show_lines=False)
-    for col in ("request", "model", "status", "truth / query", "answer", "score", "batch", "ms"):
-        table.add_column(col, overflow="fold")
+    for col in ("id", "model", "status", "truth | query", "answer", "score", "batch", "ms"):
+        wide = col in ("truth | query", "answer")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=38 if wide else None)
     for sample, res in zip(samples, results, strict=True):
         if res is None:
             table.add_row("-", sample.kind, "[red]no result[/]", sample.truth, "", "", "", "")
@@ -147,7 +148,7 @@ def run_demo(
     timeout: float = 300,
     console: Console | None = None,
 ) -> int:
-    console = console or Console()
+    console = console or Console(width=max(140, Console().width))
     stack = LocalStack(settings, progress=lambda msg: console.log(msg))
     already = all(part.healthy for part in stack.status()) and stack.kafka.is_running()
     if not already:

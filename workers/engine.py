@@ -156,7 +156,14 @@ class Worker:
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
         self._apply_backpressure(consumer)
         wake = self._batcher.next_wakeup()
-        timeout = 0.2 if wake is None else min(0.2, max(0.0, wake - self._clock()))
+        if wake is None or self._in_flight_batches >= self._settings.max_in_flight_batches:
+            # Nothing is due, or nothing may start before a batch finishes (and
+            # its completion dispatches the next one).
+            timeout = 0.2
+        else:
+            # Never 0: getmany(timeout_ms=0) can return without suspending, and
+            # a loop that never suspends starves the in-flight batches.
+            timeout = min(0.2, max(0.001, wake - self._clock()))
         batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=200)
         records = [rec for recs in batches.values() for rec in recs]
         if records:
