@@ -9,7 +9,6 @@ number instead.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from sluicegate.ops.models.backends._triton import (
     texts_from,
 )
 from sluicegate.ops.models.backends.ocr import decode_images, ocr_pipeline
+from sluicegate.ops.models.backends.text_embed import text_embedder
 from sluicegate.ops.models.pipelines.embed import TextEmbedder
 from sluicegate.ops.models.pipelines.ocr import OcrPipeline
 
@@ -42,12 +42,7 @@ class TritonPythonModel:
         check_numpy()
         params = model_parameters(args)
         self._ocr = ocr_pipeline(params)
-        self._embedder = TextEmbedder(
-            model_path=Path(params["model_path"]),
-            tokenizer_path=Path(params["tokenizer_path"]),
-            max_tokens=int(params["max_tokens"]),
-            intra_op_threads=int(params["intra_op_threads"]),
-        )
+        self._embedder = text_embedder(params)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return respond_each(requests, self._handle)

@@ -20,7 +20,17 @@ from sluicegate.ops.models.backends._triton import (
 )
 from sluicegate.ops.models.pipelines.embed import TextEmbedder
 
-__all__ = ["TritonPythonModel"]
+__all__ = ["TritonPythonModel", "text_embedder"]
+
+
+def text_embedder(params: dict[str, str]) -> TextEmbedder:
+    """The embedder a model config's parameters describe (also used by doc-match)."""
+    return TextEmbedder(
+        model_path=Path(params["model_path"]),
+        tokenizer_path=Path(params["tokenizer_path"]),
+        max_tokens=int(params["max_tokens"]),
+        intra_op_threads=int(params["intra_op_threads"]),
+    )
 
 
 class TritonPythonModel:
@@ -31,12 +41,7 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         check_numpy()
         params = model_parameters(args)
-        self._embedder = TextEmbedder(
-            model_path=Path(params["model_path"]),
-            tokenizer_path=Path(params["tokenizer_path"]),
-            max_tokens=int(params["max_tokens"]),
-            intra_op_threads=int(params["intra_op_threads"]),
-        )
+        self._embedder = text_embedder(params)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return respond_each(requests, self._handle)
