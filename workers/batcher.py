@@ -8,6 +8,12 @@ priority, then earliest deadline, then arrival; hands back requests whose
 deadline has passed instead of running them; and rejects, at admission, a
 request that would not fit even alone.
 
+Bucketing: each batch is built around its head (the most urgent request,
+or the most urgent one that has waited out its delay) and filled with the
+pending requests whose cost lies in the head's size bucket or a near one
+(half-octave buckets, ``bucket_spread`` apart at most), so short requests
+are not padded to long ones. ``Batch.padding_waste`` reports what is left.
+
 Pure bookkeeping: no I/O, no event loop. Time comes from an injected clock
 (seconds, monotonic), so tests drive it with a fake clock.
 """
@@ -34,6 +40,9 @@ class BatchPolicy:
     budget: int
     # A request costlier than this is rejected; between budget and this it runs alone.
     hard_limit: int
+    # How many half-octave cost buckets a member may lie from its batch's head
+    # (2: within a factor of 2).
+    bucket_spread: int = 2
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.budget < 1 or self.hard_limit < self.budget:
@@ -72,6 +81,11 @@ class Batch(Generic[T]):
     @property
     def real_cost(self) -> int:
         return sum(self.costs)
+
+    @property
+    def padding_waste(self) -> float:
+        """Share of the padded cost spent on padding (0 = none)."""
+        return 1.0 - self.real_cost / self.padded_cost
 
     def __len__(self) -> int:
         return len(self.items)
@@ -131,15 +145,16 @@ class BudgetBatcher(Generic[T]):
     def next_batch(self, *, force: bool = False) -> Batch[T] | None:
         """The next batch if one is ready now (or any pending with `force`), else None.
 
-        Members are taken in priority/deadline order; a request that would
-        push the padded cost past the budget is skipped for a later batch.
+        Ready means: it is full (at `max_batch_size`, or a near-sized pending
+        request did not fit the budget), or some pending request has waited
+        `max_queue_delay`, in which case that request is in it.
         """
         if not self._heap:
             return None
-        chosen, full = self._plan()
-        oldest = min(e.arrived for e in self._heap)
-        waited_out = self._clock() - oldest >= self._policy.max_queue_delay
-        if not (force or full or waited_out):
+        now = self._clock()
+        overdue = [e for e in self._heap if now - e.arrived >= self._policy.max_queue_delay]
+        chosen, full = self._plan(head=min(overdue) if overdue else None)
+        if not (force or full or overdue):
             return None
         taken = {id(e) for e in chosen}
         self._heap = [e for e in self._heap if id(e) not in taken]
@@ -155,20 +170,38 @@ class BudgetBatcher(Generic[T]):
         due = min(e.arrived for e in self._heap) + self._policy.max_queue_delay
         return min(due, min(e.deadline for e in self._heap))
 
-    def _plan(self) -> tuple[list[_Entry[T]], bool]:
-        """Greedy batch in queue order; `full` when nothing more could join it."""
+    def _plan(self, *, head: _Entry[T] | None) -> tuple[list[_Entry[T]], bool]:
+        """Greedy batch around `head` (default: the most urgent); `full` if nothing more fits."""
         policy = self._policy
-        chosen: list[_Entry[T]] = []
-        widest = 0
-        skipped = False
-        for entry in sorted(self._heap):
+        head = head or min(self._heap)
+        home = _bucket(head.cost)
+
+        # Same bucket first, then neighbours; urgency order within each. A
+        # request further away waits for a batch of its own size (when it is
+        # overdue, the next call makes it a head).
+        others = sorted(
+            (
+                e
+                for e in self._heap
+                if e is not head and abs(_bucket(e.cost) - home) <= policy.bucket_spread
+            ),
+            key=lambda e: (abs(_bucket(e.cost) - home), e.sort_key),
+        )
+        chosen = [head]
+        widest = head.cost
+        for entry in others:
             if len(chosen) == policy.max_batch_size:
                 return chosen, True
             width = max(widest, entry.cost)
-            if chosen and (len(chosen) + 1) * width > policy.budget:
-                skipped = True
-                continue
+            if (len(chosen) + 1) * width > policy.budget:
+                return chosen, True
             chosen.append(entry)
             widest = width
-        full = len(chosen) == policy.max_batch_size or skipped
+        # Also full when not even a one-unit request could join any more.
+        full = len(chosen) == policy.max_batch_size or (len(chosen) + 1) * widest > policy.budget
         return chosen, full
+
+
+def _bucket(cost: int) -> int:
+    """Half-octave size class: costs within a factor of sqrt(2) share a bucket."""
+    return int(2 * math.log2(max(cost, 1)))

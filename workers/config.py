@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
 from .batcher import BatchPolicy
+from .budgets import default_policy
 
 
 class TritonSettings(BaseModel):
@@ -21,23 +24,17 @@ class TritonSettings(BaseModel):
 
 
 class BatchSettings(BaseModel):
-    """Per-model budgets; defaults below are for the local CPU pool."""
+    """Overrides of the model x pool defaults in `workers.budgets`; None keeps the default."""
 
     model_config = ConfigDict(frozen=True)
 
-    max_batch_size: int = Field(default=16, ge=1)
-    max_queue_delay_microseconds: int = Field(default=20_000, ge=0)
-    # Padded cost per batch; None means the model's default for this pool.
+    max_batch_size: int | None = Field(default=None, ge=1)
+    max_queue_delay_microseconds: int | None = Field(default=None, ge=0)
+    # Padded cost per batch, in the model's cost unit (tokens or pixels).
     budget: int | None = Field(default=None, ge=1)
     hard_limit: int | None = Field(default=None, ge=1)
-
-
-# Budgets for the local CPU pool (padded tokens / padded pixels per batch).
-CPU_BUDGETS: dict[str, tuple[int, int]] = {
-    "text-embed": (4_096, 8_192),
-    "ocr": (8_000_000, 16_000_000),
-    "doc-match": (8_000_000, 16_000_000),
-}
+    # Half-octave size buckets a batch member may lie from the batch's head.
+    bucket_spread: int | None = Field(default=None, ge=0)
 
 
 class WorkerSettings(BaseSettings):
@@ -55,22 +52,23 @@ class WorkerSettings(BaseSettings):
     group_id: str | None = None
     # Batches in flight to the backend at once.
     max_in_flight_batches: int = Field(default=2, ge=1)
-    # Pause fetching when this many requests wait in the batcher.
+    # Pause fetching when this many requests wait in the batcher...
     max_pending_requests: int = Field(default=256, ge=1)
+    # ...or when pending plus running cost reaches this (default: 8 budgets).
+    max_in_flight_cost: int | None = Field(default=None, ge=1)
     # Seconds to finish in-flight batches after SIGTERM.
     shutdown_grace_s: float = 30.0
     # Threads for decoding, tokenizing and reading image headers.
     preprocess_threads: int = Field(default=2, ge=1)
 
     def policy(self) -> BatchPolicy:
-        budget, hard = CPU_BUDGETS.get(self.model, (4_096, 8_192))
-        budget = self.batch.budget or budget
-        return BatchPolicy(
-            max_batch_size=self.batch.max_batch_size,
-            max_queue_delay_microseconds=self.batch.max_queue_delay_microseconds,
-            budget=budget,
-            hard_limit=max(self.batch.hard_limit or hard, budget),
-        )
+        """The model x pool default budget with this process's overrides applied."""
+        base = default_policy(self.model, self.pool)
+        overrides = {k: v for k, v in self.batch.model_dump().items() if v is not None}
+        if "hard_limit" not in overrides:
+            # A budget raised past the default hard limit raises the limit with it.
+            overrides["hard_limit"] = max(base.hard_limit, overrides.get("budget", 0))
+        return replace(base, **overrides)
 
     def group(self) -> str:
         return self.group_id or f"sg.worker.{self.model}.{self.pool}"

@@ -93,6 +93,9 @@ class Worker:
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight_batches = 0
+        self._running_cost = 0  # padded cost of the batches at the backend
+        policy = self._batcher.policy
+        self._max_in_flight_cost = settings.max_in_flight_cost or 8 * policy.budget
         self._fatal: BaseException | None = None
         self._model_version = ""
         self._counter: TokenCounter | None = None
@@ -172,10 +175,18 @@ class Worker:
         await self._commit(consumer)
 
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
-        assigned = consumer.assignment()
-        if len(self._batcher) >= self._settings.max_pending_requests:
-            consumer.pause(*assigned)
-        elif consumer.paused():
+        """Pause fetching while too much work is held; getmany keeps the group alive."""
+        in_flight_cost = self._batcher.pending_cost() + self._running_cost
+        full = (
+            len(self._batcher) >= self._settings.max_pending_requests
+            or in_flight_cost >= self._max_in_flight_cost
+        )
+        if full and not consumer.paused():
+            consumer.pause(*consumer.assignment())
+            log.info(
+                "paused fetching: %d pending, in-flight cost %d", len(self._batcher), in_flight_cost
+            )
+        elif not full and consumer.paused():
             consumer.resume(*consumer.paused())
 
     async def _admit(self, records: list[Record]) -> None:
@@ -279,6 +290,7 @@ class Worker:
     # -- batches ----------------------------------------------------------
 
     async def _run_batch(self, batch: Batch[_Job]) -> None:
+        self._running_cost += batch.padded_cost
         try:
             started = self._clock()
             jobs = batch.items
@@ -286,6 +298,7 @@ class Worker:
             compute_ms = (self._clock() - started) * 1000
         finally:
             self._in_flight_batches -= 1
+            self._running_cost -= batch.padded_cost
             self._dispatch()
         for job, outcome in zip(jobs, outcomes, strict=True):
             timings = Timings(
@@ -453,10 +466,11 @@ class Worker:
             compute_ms=round(compute_ms, 3),
         )
         log.info(
-            "batch of %d (padded cost %d, real %d) in %.0f ms",
+            "batch of %d (padded cost %d, real %d, %.0f%% padding) in %.0f ms",
             len(batch),
             batch.padded_cost,
             batch.real_cost,
+            100 * batch.padding_waste,
             compute_ms,
         )
         self._spawn(self._send_telemetry(event))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -140,3 +142,69 @@ def test_every_request_ends_exactly_once_within_budget(
         seen.extend(batch.items)
     assert sorted(seen) == sorted(f"r{i}" for i in range(len(stream)))
     assert len(batcher) == 0
+
+
+def test_buckets_keep_short_requests_away_from_long_ones() -> None:
+    batcher, clock = make(budget=10_000, size=64, delay_us=10_000)
+    for i in range(8):
+        batcher.add(f"short{i}", cost=10)
+        batcher.add(f"long{i}", cost=200)
+    clock.advance(0.011)  # everything waited out: both groups must ship now
+    first = batcher.next_batch()
+    second = batcher.next_batch()
+    assert first is not None and second is not None and batcher.next_batch() is None
+    groups = sorted([sorted(first.items), sorted(second.items)])
+    assert groups == [sorted(f"long{i}" for i in range(8)), sorted(f"short{i}" for i in range(8))]
+    assert first.padding_waste == 0.0 and second.padding_waste == 0.0
+
+
+def test_near_sizes_share_a_batch_and_waste_is_reported() -> None:
+    batcher, _ = make(budget=10_000, size=3)
+    for name, cost in [("a", 100), ("b", 80), ("c", 120)]:
+        batcher.add(name, cost=cost)
+    batch = batcher.next_batch()  # full at max_batch_size
+    assert batch is not None and sorted(batch.items) == ["a", "b", "c"]
+    assert batch.padding_waste == pytest.approx(1 - 300 / 360)
+
+
+TICK = 0.001
+DELAY = 0.005
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrivals)
+def test_no_request_outwaits_the_delay_and_heads_are_the_most_urgent(
+    stream: list[tuple[int, int, float, float | None]],
+) -> None:
+    batcher, clock = make(budget=600, hard=1000, size=6, delay_us=int(DELAY * 1e6))
+    urgency: dict[str, tuple[int, float, int]] = {}
+    arrived: dict[str, float] = {}
+    pending: set[str] = set()
+
+    def drain() -> None:
+        for name in batcher.take_expired():
+            pending.discard(name)
+        while True:
+            overdue = [n for n in pending if clock.now - arrived[n] >= DELAY]
+            candidates = overdue or list(pending)
+            expected_head = min(candidates, key=urgency.__getitem__) if candidates else None
+            batch = batcher.next_batch()
+            if batch is None:
+                break
+            assert batch.items[0] == expected_head
+            pending.difference_update(batch.items)
+        # capacity is always free here, so nothing may be left overdue
+        assert all(clock.now - arrived[n] < DELAY for n in pending)
+
+    for i, (cost, priority, gap, deadline) in enumerate(stream):
+        steps = int(gap / TICK)
+        for _ in range(steps):
+            clock.advance(TICK)
+            drain()
+        name = f"r{i}"
+        due = math.inf if deadline is None else clock.now + deadline
+        urgency[name] = (-priority, due, i)
+        arrived[name] = clock.now
+        pending.add(name)
+        batcher.add(name, cost=cost, priority=priority, deadline=None if deadline is None else due)
+        drain()
