@@ -14,10 +14,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -28,7 +28,6 @@ from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import (
-    ErrorInfo,
     InferenceResult,
     Status,
     TelemetryEvent,
@@ -36,6 +35,7 @@ from sluicegate.schemas.models import (
 )
 
 from .admission import Admitted, admit
+from .answers import Answers, Record, dead_letter, now_ms, total_ms
 from .backends.base import InferenceBackend, ModelInputs, Outputs
 from .batcher import Batch, BudgetBatcher
 from .config import WorkerSettings
@@ -43,17 +43,6 @@ from .errors import BackendError
 from .offsets import OffsetTracker
 
 log = logging.getLogger("sluicegate.worker")
-
-
-class Record(Protocol):
-    """The fields of aiokafka's ConsumerRecord the engine reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,10 +54,6 @@ class _Job:
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.record.topic, self.record.partition)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Worker:
@@ -97,7 +82,7 @@ class Worker:
         policy = self._batcher.policy
         self._max_in_flight_cost = settings.max_in_flight_cost or 8 * policy.budget
         self._fatal: BaseException | None = None
-        self._model_version = ""
+        self._answers = Answers(model=settings.model, pool=settings.pool, worker=self._name)
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -113,7 +98,8 @@ class Worker:
         self._executor = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="sg-prep")
         loop = asyncio.get_running_loop()
         self._counter = await loop.run_in_executor(self._executor, TokenCounter)
-        self._model_version = await self._backend.model_version(s.model)
+        version = await self._backend.model_version(s.model)
+        self._answers = replace(self._answers, model_version=version)
         producer = AIOKafkaProducer(
             acks="all",
             enable_idempotence=True,
@@ -138,7 +124,7 @@ class Worker:
                 "worker %s serving %s (model version %s) from %s as group %s",
                 self._name,
                 s.model,
-                self._model_version,
+                version,
                 self._topic,
                 s.group(),
             )
@@ -203,7 +189,7 @@ class Worker:
             return out
 
         outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, admit_all)
-        now, now_ms = self._clock(), _now_ms()
+        now, wall_ms = self._clock(), now_ms()
         for rec, outcome in zip(records, outcomes, strict=True):
             self._offsets.track(TopicPartition(rec.topic, rec.partition), rec.offset)
             if isinstance(outcome, WireError):
@@ -213,21 +199,22 @@ class Worker:
             req = outcome.request
             deadline = None
             if req.deadline_ms is not None:
-                deadline = now + (req.deadline_ms - now_ms) / 1000
+                deadline = now + (req.deadline_ms - wall_ms) / 1000
             rejection = self._batcher.add(
                 job, cost=outcome.cost.units, priority=req.priority, deadline=deadline
             )
             if rejection is not None:
                 self._answer(
-                    job, self._failure(job, Status.REJECTED, "over_budget", rejection.reason)
+                    job,
+                    self._answers.failure(req, Status.REJECTED, "over_budget", rejection.reason),
                 )
 
     def _dispatch(self) -> None:
         for job in self._batcher.take_expired():
             self._answer(
                 job,
-                self._failure(
-                    job,
+                self._answers.failure(
+                    job.admitted.request,
                     Status.EXPIRED,
                     "deadline_expired",
                     "the request's deadline_ms passed before it could run; "
@@ -305,14 +292,20 @@ class Worker:
                 queue_ms=round((started - job.arrived) * 1000, 3),
                 compute_ms=round(compute_ms, 3),
                 batch_size=len(jobs),
-                total_ms=self._total_ms(job),
+                total_ms=total_ms(job.admitted.request),
             )
             if isinstance(outcome, BackendError):
-                result = self._failure(job, Status.ERROR, outcome.code, str(outcome), timings)
-                dlq = None if outcome.retriable else self._dead_letter(job.record, outcome, "infer")
+                request = job.admitted.request
+                result = self._answers.failure(
+                    request, Status.ERROR, outcome.code, str(outcome), timings
+                )
+                dlq = None if outcome.retriable else dead_letter(job.record, outcome, "infer")
                 self._answer(job, result, dlq)
             else:
-                self._answer(job, self._result(job, Status.OK, timings=timings, outputs=outcome))
+                ok = self._answers.result(
+                    job.admitted.request, Status.OK, outputs=outcome, timings=timings
+                )
+                self._answer(job, ok)
         self._telemetry_batch(batch, compute_ms, started)
 
     async def _infer_isolating(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
@@ -342,61 +335,11 @@ class Worker:
 
     # -- answers ----------------------------------------------------------
 
-    def _result(self, job: _Job, status: Status, **fields: object) -> InferenceResult:
-        return InferenceResult.model_validate(
-            {
-                "request_id": job.admitted.request.request_id,
-                "status": status,
-                "model": self._settings.model,
-                "model_version": self._model_version,
-                "pool": self._settings.pool,
-                "worker": self._name,
-                "produced_ms": _now_ms(),
-                **fields,
-            }
-        )
-
-    def _failure(
-        self, job: _Job, status: Status, code: str, message: str, timings: Timings | None = None
-    ) -> InferenceResult:
-        timings = timings or Timings(total_ms=self._total_ms(job))
-        return self._result(
-            job, status, error=ErrorInfo(code=code, message=message), timings=timings
-        )
-
-    def _total_ms(self, job: _Job) -> float | None:
-        created = job.admitted.request.created_ms
-        return None if created is None else float(_now_ms() - created)
-
     def _refuse_undecodable(self, rec: Record, exc: WireError) -> None:
         rid = recover_request_id(rec.value, rec.key)
-        result = None
-        if rid is not None:
-            result = InferenceResult(
-                request_id=rid,
-                status=Status.ERROR,
-                model=self._settings.model,
-                error=ErrorInfo(code=exc.code, message=str(exc)),
-                pool=self._settings.pool,
-                worker=self._name,
-                produced_ms=_now_ms(),
-            )
+        result = None if rid is None else self._answers.undecodable(rid, exc.code, str(exc))
         log.warning("refused record %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.code)
-        self._spawn(self._emit(rec, result, self._dead_letter(rec, exc, "admit", rid), None))
-
-    def _dead_letter(
-        self, rec: Record, exc: Exception, stage: str, rid: str | None = None
-    ) -> DeadLetter:
-        return DeadLetter(
-            code=getattr(exc, "code", "error"),
-            message=str(exc),
-            error_class=type(exc).__name__,
-            stage=stage,
-            source_topic=rec.topic,
-            source_partition=rec.partition,
-            source_offset=rec.offset,
-            request_id=rid or recover_request_id(rec.value, rec.key),
-        )
+        self._spawn(self._emit(rec, result, dead_letter(rec, exc, "admit", rid), None))
 
     def _answer(self, job: _Job, result: InferenceResult, dlq: DeadLetter | None = None) -> None:
         self._spawn(self._emit(job.record, result, dlq, job.admitted.request.reply_to))
@@ -431,39 +374,16 @@ class Worker:
         self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
         if result is not None:
             self.results_produced += 1
-            self._telemetry_request(result)
+            self._spawn(self._send_telemetry(self._answers.request_event(result)))
 
     # -- telemetry --------------------------------------------------------
 
-    def _telemetry_request(self, result: InferenceResult) -> None:
-        event = TelemetryEvent(
-            kind="request",
-            model=result.model,
-            pool=result.pool,
-            worker=self._name,
-            ts_ms=result.produced_ms,
-            status=result.status,
-            request_id=result.request_id,
-            batch_size=result.timings.batch_size,
-            queue_ms=result.timings.queue_ms,
-            compute_ms=result.timings.compute_ms,
-        )
-        self._spawn(self._send_telemetry(event))
-
     def _telemetry_batch(self, batch: Batch[_Job], compute_ms: float, started: float) -> None:
-        costs = [job.admitted.cost for job in batch.items]
-        event = TelemetryEvent(
-            kind="batch",
-            model=self._settings.model,
-            pool=self._settings.pool,
-            worker=self._name,
-            ts_ms=_now_ms(),
-            batch_size=len(batch),
-            tokens=sum(c.tokens for c in costs),
-            pixels=sum(c.pixels for c in costs),
+        event = self._answers.batch_event(
+            [job.admitted.cost for job in batch.items],
             padded_cost=batch.padded_cost,
-            queue_ms=round(max(started - a for a in batch.arrivals) * 1000, 3),
-            compute_ms=round(compute_ms, 3),
+            queue_ms=max(started - a for a in batch.arrivals) * 1000,
+            compute_ms=compute_ms,
         )
         log.info(
             "batch of %d (padded cost %d, real %d, %.0f%% padding) in %.0f ms",

@@ -1,0 +1,144 @@
+"""The records a worker writes: results, dead letters and telemetry events.
+
+Pure construction, no I/O: the engine decides when to send them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sluicegate.schemas.codec import recover_request_id
+from sluicegate.schemas.cost import Cost
+from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.models import (
+    ErrorInfo,
+    InferenceRequest,
+    InferenceResult,
+    Status,
+    TelemetryEvent,
+    Timings,
+)
+
+
+class Record(Protocol):
+    """The fields of aiokafka's ConsumerRecord a worker reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answers:
+    """Builds this worker's records; every result names model, version, pool and worker."""
+
+    model: str
+    pool: str
+    worker: str
+    model_version: str = ""
+
+    def result(
+        self,
+        request: InferenceRequest,
+        status: Status,
+        *,
+        outputs: dict[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+        timings: Timings | None = None,
+    ) -> InferenceResult:
+        return InferenceResult(
+            request_id=request.request_id,
+            status=status,
+            model=self.model,
+            outputs=outputs or {},
+            error=error,
+            timings=timings or Timings(total_ms=total_ms(request)),
+            model_version=self.model_version,
+            pool=self.pool,
+            worker=self.worker,
+            produced_ms=now_ms(),
+        )
+
+    def failure(
+        self,
+        request: InferenceRequest,
+        status: Status,
+        code: str,
+        message: str,
+        timings: Timings | None = None,
+    ) -> InferenceResult:
+        error = ErrorInfo(code=code, message=message)
+        return self.result(request, status, error=error, timings=timings)
+
+    def undecodable(self, request_id: str, code: str, message: str) -> InferenceResult:
+        """The error result of a record that never became an `InferenceRequest`."""
+        return InferenceResult(
+            request_id=request_id,
+            status=Status.ERROR,
+            model=self.model,
+            error=ErrorInfo(code=code, message=message),
+            pool=self.pool,
+            worker=self.worker,
+            produced_ms=now_ms(),
+        )
+
+    def request_event(self, result: InferenceResult) -> TelemetryEvent:
+        return TelemetryEvent(
+            kind="request",
+            model=result.model,
+            pool=result.pool,
+            worker=self.worker,
+            ts_ms=result.produced_ms,
+            status=result.status,
+            request_id=result.request_id,
+            batch_size=result.timings.batch_size,
+            queue_ms=result.timings.queue_ms,
+            compute_ms=result.timings.compute_ms,
+        )
+
+    def batch_event(
+        self, costs: Sequence[Cost], *, padded_cost: int, queue_ms: float, compute_ms: float
+    ) -> TelemetryEvent:
+        return TelemetryEvent(
+            kind="batch",
+            model=self.model,
+            pool=self.pool,
+            worker=self.worker,
+            ts_ms=now_ms(),
+            batch_size=len(costs),
+            tokens=sum(c.tokens for c in costs),
+            pixels=sum(c.pixels for c in costs),
+            padded_cost=padded_cost,
+            queue_ms=round(queue_ms, 3),
+            compute_ms=round(compute_ms, 3),
+        )
+
+
+def total_ms(request: InferenceRequest) -> float | None:
+    """Milliseconds since the client created `request`, when it said."""
+    return None if request.created_ms is None else float(now_ms() - request.created_ms)
+
+
+def dead_letter(
+    rec: Record, exc: Exception, stage: str, request_id: str | None = None
+) -> DeadLetter:
+    return DeadLetter(
+        code=getattr(exc, "code", "error"),
+        message=str(exc),
+        error_class=type(exc).__name__,
+        stage=stage,
+        source_topic=rec.topic,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+        request_id=request_id or recover_request_id(rec.value, rec.key),
+    )
