@@ -153,10 +153,15 @@ def worker(
         Path | None, typer.Option(help="Touched once the worker has joined its group.")
     ] = None,
 ) -> None:
-    """Serve one model: read sg.work.<model>.<pool>, batch, call Triton, write results."""
-    from sluicegate.workers.backends.triton import TritonBackend
+    """Serve one model: read sg.work.<model>.<pool>, batch, call Triton, write results.
+
+    SLUICEGATE_BACKEND=onnxruntime runs the model in this process instead of
+    Triton; SLUICEGATE_TRITON__TRANSPORT=grpc|shm picks how inputs reach Triton.
+    """
     from sluicegate.workers.config import WorkerSettings
     from sluicegate.workers.engine import Worker
+
+    from .backends import make_backend
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -168,7 +173,7 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        backend = TritonBackend(url=settings.triton.url, timeout_s=settings.triton.timeout_s)
+        backend = make_backend(settings)
         on_ready = (lambda: ready_file.touch()) if ready_file else None
         try:
             await Worker(settings=settings, backend=backend, on_ready=on_ready).run(stop)

@@ -8,6 +8,11 @@ priority, then earliest deadline, then arrival; hands back requests whose
 deadline has passed instead of running them; and rejects, at admission, a
 request that would not fit even alone.
 
+Strategies: ``budget`` (the default, all of the above) and ``count``, which
+closes batches on ``max_batch_size`` and ``max_queue_delay`` alone and takes
+requests in urgency order regardless of size: what Triton's dynamic batcher
+does, kept as the baseline the benchmark measures against.
+
 Bucketing: each batch is built around its head (the most urgent request,
 or the most urgent one that has waited out its delay) and filled with the
 pending requests whose cost lies in the head's size bucket or a near one
@@ -25,9 +30,11 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
+
+Strategy = Literal["budget", "count"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +50,8 @@ class BatchPolicy:
     # How many half-octave cost buckets a member may lie from its batch's head
     # (2: within a factor of 2).
     bucket_spread: int = 2
+    # "count" ignores cost (no budget, no buckets): the dynamic-batcher baseline.
+    strategy: Strategy = "budget"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.budget < 1 or self.hard_limit < self.budget:
@@ -174,6 +183,12 @@ class BudgetBatcher(Generic[T]):
         """Greedy batch around `head` (default: the most urgent); `full` if nothing more fits."""
         policy = self._policy
         head = head or min(self._heap)
+        if policy.strategy == "count":
+            rest = heapq.nsmallest(
+                policy.max_batch_size - 1, (e for e in self._heap if e is not head)
+            )
+            chosen = [head, *rest]
+            return chosen, len(chosen) == policy.max_batch_size
         home = _bucket(head.cost)
 
         # Same bucket first, then neighbours; urgency order within each. A

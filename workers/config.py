@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ class TritonSettings(BaseModel):
     timeout_s: float = 60.0
     # Attempts per batch on UNAVAILABLE / DEADLINE_EXCEEDED before answering an error.
     attempts: int = Field(default=4, ge=1)
+    # How inputs reach Triton: "shm" (system shared memory; Triton on this
+    # host) or "grpc" (in the request message; any host).
+    transport: Literal["grpc", "shm"] = "grpc"
 
 
 class BatchSettings(BaseModel):
@@ -35,6 +39,9 @@ class BatchSettings(BaseModel):
     hard_limit: int | None = Field(default=None, ge=1)
     # Half-octave size buckets a batch member may lie from the batch's head.
     bucket_spread: int | None = Field(default=None, ge=0)
+    # "budget" (default) or "count": max_batch_size + delay only, the
+    # dynamic-batcher baseline the benchmark compares against.
+    strategy: Literal["budget", "count"] | None = None
 
 
 class WorkerSettings(BaseSettings):
@@ -44,6 +51,9 @@ class WorkerSettings(BaseSettings):
 
     model: str = "text-embed"
     pool: str = "cpu"
+    # What runs the model: Triton over gRPC, ONNX Runtime inside this process
+    # (no server), or "null" (answers at once; measures the engine itself).
+    backend: Literal["triton", "onnxruntime", "null"] = "triton"
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     triton: TritonSettings = TritonSettings()

@@ -208,3 +208,46 @@ def test_no_request_outwaits_the_delay_and_heads_are_the_most_urgent(
         pending.add(name)
         batcher.add(name, cost=cost, priority=priority, deadline=None if deadline is None else due)
         drain()
+
+
+def test_count_strategy_takes_arrival_order_regardless_of_cost() -> None:
+    clock = FakeClock()
+    policy = BatchPolicy(max_batch_size=3, budget=10, hard_limit=10_000, strategy="count")
+    batcher = BudgetBatcher[str](policy=policy, clock=clock)
+    for name, cost in [("a", 5), ("b", 900), ("c", 7), ("d", 1)]:
+        assert batcher.add(name, cost=cost) is None
+    batch = batcher.next_batch()
+    # Full at max_batch_size; the budget (10) and the size buckets are ignored.
+    assert batch is not None and batch.items == ["a", "b", "c"]
+    assert batch.padded_cost == 3 * 900 and batch.padding_waste > 0.6
+    assert batcher.next_batch() is None  # "d" waits for the delay
+    clock.advance(policy.max_queue_delay + TICK)
+    last = batcher.next_batch()
+    assert last is not None and last.items == ["d"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrivals)
+def test_count_strategy_never_exceeds_max_batch_size_and_loses_nothing(
+    stream: list[tuple[int, int, float, float | None]],
+) -> None:
+    clock = FakeClock()
+    policy = BatchPolicy(
+        max_batch_size=4,
+        max_queue_delay_microseconds=5_000,
+        budget=1,
+        hard_limit=1000,
+        strategy="count",
+    )
+    batcher = BudgetBatcher[str](policy=policy, clock=clock)
+    seen: list[str] = []
+    for i, (cost, priority, gap, _deadline) in enumerate(stream):
+        clock.advance(gap)
+        batcher.add(f"r{i}", cost=cost, priority=priority)
+        while (batch := batcher.next_batch()) is not None:
+            assert 1 <= len(batch) <= 4
+            seen.extend(batch.items)
+    clock.advance(1.0)
+    while (batch := batcher.next_batch()) is not None:
+        seen.extend(batch.items)
+    assert sorted(seen) == sorted(f"r{i}" for i in range(len(stream)))

@@ -2,15 +2,18 @@
 
 Maps the reference models' tensors to and from `Outputs`, puts a client
 deadline on every call, and maps tritonclient's single exception type onto
-our `BackendError`s by gRPC status.
+our `BackendError`s by gRPC status. With ``transport="shm"`` the inputs go
+through system shared memory (`triton_shm.ShmPool`) instead of the gRPC
+message: for a Triton on the same host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -18,6 +21,9 @@ from tritonclient.utils import InferenceServerException
 
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from .base import ModelInputs, Outputs
+from .triton_shm import ShmPool
+
+Transport = Literal["grpc", "shm"]
 
 
 @dataclass(frozen=True)
@@ -90,26 +96,42 @@ def map_error(exc: InferenceServerException, *, url: str) -> BackendError:
 class TritonBackend:
     """One gRPC channel to one Triton server; safe to share between tasks."""
 
-    def __init__(self, *, url: str, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        timeout_s: float = 60.0,
+        transport: Transport = "grpc",
+        shm_slots: int = 4,
+    ) -> None:
         self._url = url
         self._timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url)
+        self._shm = (
+            ShmPool(slots=shm_slots, register=self._register, unregister=self._unregister)
+            if transport == "shm"
+            else None
+        )
 
     async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
         io = _MODELS.get(model)
         if io is None:
             raise BackendRejected(f"the Triton backend has no tensor mapping for model {model!r}")
-        inputs = []
-        for name, array in io.build(batch):
-            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
         requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
         try:
-            response = await self._client.infer(
-                model, inputs, outputs=requested, client_timeout=self._timeout_s
-            )
+            async with self._inputs(io.build(batch)) as inputs:
+                response = await self._client.infer(
+                    model, inputs, outputs=requested, client_timeout=self._timeout_s
+                )
         except InferenceServerException as exc:
+            if self._shm is not None and "shared memory" in (exc.message() or "").lower():
+                # A restarted Triton has forgotten our regions: register them
+                # again on the next attempt, which the engine's retry makes.
+                self._shm.forget_registrations()
+                raise BackendUnavailable(
+                    f"Triton at {self._url} lost its shared-memory registrations "
+                    f"({exc.message()}); registering again"
+                ) from exc
             raise map_error(exc, url=self._url) from exc
         arrays = {name: response.as_numpy(name) for name in io.outputs}
         for name, array in arrays.items():
@@ -121,6 +143,33 @@ class TritonBackend:
                     f"{None if array is None else array.shape} for a batch of {len(batch)}"
                 )
         return [io.parse(arrays, i) for i in range(len(batch))]
+
+    @contextlib.asynccontextmanager
+    async def _inputs(
+        self, arrays: list[tuple[str, np.ndarray[Any, Any]]]
+    ) -> AsyncIterator[list[grpcclient.InferInput]]:
+        tensors = [grpcclient.InferInput(name, list(a.shape), "BYTES") for name, a in arrays]
+        if self._shm is None:
+            for tensor, (_, array) in zip(tensors, arrays, strict=True):
+                tensor.set_data_from_numpy(array)
+            yield tensors
+            return
+        async with self._shm.place([a for _, a in arrays]) as refs:
+            for tensor, (region, size, offset) in zip(tensors, refs, strict=True):
+                tensor.set_shared_memory(region, size, offset)
+            yield tensors
+
+    async def _register(self, name: str, key: str, size: int) -> None:
+        try:
+            await self._client.register_system_shared_memory(name, key, size)
+        except InferenceServerException as exc:
+            raise map_error(exc, url=self._url) from exc
+
+    async def _unregister(self, name: str) -> None:
+        try:
+            await self._client.unregister_system_shared_memory(name)
+        except InferenceServerException as exc:
+            raise map_error(exc, url=self._url) from exc
 
     async def model_version(self, model: str) -> str:
         try:
@@ -137,4 +186,6 @@ class TritonBackend:
             return False
 
     async def close(self) -> None:
+        if self._shm is not None:
+            await self._shm.close()
         await self._client.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from sluicegate.ops.models.backends._triton import (
@@ -26,6 +25,7 @@ from sluicegate.ops.models.backends._triton import (
 )
 from sluicegate.ops.models.backends.ocr import decode_images, ocr_pipeline
 from sluicegate.ops.models.backends.text_embed import text_embedder
+from sluicegate.ops.models.pipelines.doc_match import match_documents
 from sluicegate.ops.models.pipelines.embed import TextEmbedder
 from sluicegate.ops.models.pipelines.ocr import OcrPipeline
 
@@ -52,12 +52,9 @@ class TritonPythonModel:
         queries = texts_from(input_items(request, "TEXT"), name="TEXT")
         if len(images) != len(queries):
             raise RequestError("invalid_request", f"{len(images)} images but {len(queries)} texts")
-        ocr_texts = [r.text for r in self._ocr.run(decode_images(self._ocr, images))]
-        # One embedding call for both sides: 2N texts padded once.
-        vectors = self._embedder.embed([*ocr_texts, *queries]).embeddings
-        n = len(queries)
-        similarity = np.einsum("ij,ij->i", vectors[:n], vectors[n:])
-        similarity[np.array([not text for text in ocr_texts], dtype=bool)] = 0.0
+        ocr_texts, similarity = match_documents(
+            self._ocr, self._embedder, decode_images(self._ocr, images), queries
+        )
         return pb_utils.InferenceResponse(
             output_tensors=[
                 string_tensor("OCR_TEXT", ocr_texts),

@@ -1,0 +1,25 @@
+"""Builds the worker's `InferenceBackend` from its settings (composition root)."""
+
+from __future__ import annotations
+
+from sluicegate.workers.backends import (
+    InferenceBackend,
+    InProcessBackend,
+    NullBackend,
+    TritonBackend,
+)
+from sluicegate.workers.config import WorkerSettings
+
+__all__ = ["make_backend"]
+
+
+def make_backend(settings: WorkerSettings) -> InferenceBackend:
+    """Triton, in-process ONNX Runtime or the null model, as `settings.backend` says."""
+    if settings.backend == "triton":
+        t = settings.triton
+        return TritonBackend(url=t.url, timeout_s=t.timeout_s, transport=t.transport)
+    if settings.backend == "onnxruntime":
+        from .models.runners import build_runners
+
+        return InProcessBackend(runners=build_runners([settings.model]), version="1-onnxruntime")
+    return NullBackend()

@@ -1,0 +1,110 @@
+"""Every `InferenceBackend` answers the same: Triton over gRPC, Triton over
+system shared memory, and ONNX Runtime inside the worker process.
+
+Runs against the session's real Triton; the in-process backend loads the same
+weights from the model packages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcaio
+
+from sluicegate.ops.models.runners import build_runners
+from sluicegate.ops.samples import cer, normalise, render_page
+from sluicegate.ops.stack.stack import LocalStack
+from sluicegate.workers.backends import InProcessBackend, ModelInputs, TritonBackend
+from sluicegate.workers.errors import BackendRejected
+
+pytestmark = pytest.mark.integration
+
+PHRASES = ["Invoice 2041 total due 318.40 EUR", "Battery level 87 percent"]
+TEXTS = ["a short text", "a somewhat longer text about budget batching and padding waste"]
+
+
+def _ocr_batch() -> list[ModelInputs]:
+    return [ModelInputs(images=(render_page([p], canvas=(640, 200)),)) for p in PHRASES]
+
+
+@pytest.fixture(scope="module")
+async def backends(stack: LocalStack) -> AsyncIterator[dict[str, object]]:
+    url = stack.settings.triton_url
+    made = {
+        "grpc": TritonBackend(url=url, transport="grpc"),
+        "shm": TritonBackend(url=url, transport="shm", shm_slots=2),
+        "onnxruntime": InProcessBackend(runners=build_runners(["text-embed", "ocr", "doc-match"])),
+    }
+    yield made
+    for backend in made.values():
+        await backend.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["grpc", "shm", "onnxruntime"])
+async def test_every_backend_embeds_and_reads_alike(
+    backends: dict[str, object], stack: LocalStack, name: str
+) -> None:
+    backend = backends[name]
+    reference = backends["grpc"]
+    texts = [ModelInputs(texts=(t,)) for t in TEXTS]
+    got = await backend.infer("text-embed", texts)  # type: ignore[attr-defined]
+    want = await reference.infer("text-embed", texts)  # type: ignore[attr-defined]
+    assert len(got) == len(texts)
+    for g, w in zip(got, want, strict=True):
+        assert len(g["embedding"]) == 384 and g["tokens"] == w["tokens"] > 2
+        assert float(np.dot(g["embedding"], w["embedding"])) > 0.9999
+
+    pages = await backend.infer("ocr", _ocr_batch())  # type: ignore[attr-defined]
+    assert [cer(p, normalise(r["text"])) for p, r in zip(PHRASES, pages, strict=True)] == [
+        0.0,
+        0.0,
+    ]
+    assert all(r["lines"] and r["score"] > 0.5 for r in pages)
+
+    pairs = [
+        ModelInputs(images=item.images, texts=(q,))
+        for item, q in zip(_ocr_batch(), ["invoice total due", "phone battery"], strict=True)
+    ]
+    matched = await backend.infer("doc-match", pairs)  # type: ignore[attr-defined]
+    assert [normalise(m["ocr_text"]) for m in matched] == [normalise(p) for p in PHRASES]
+    assert all(0.3 < m["similarity"] <= 1.0 for m in matched)
+
+
+@pytest.mark.parametrize("name", ["shm", "onnxruntime"])
+async def test_a_bad_image_fails_its_batch_as_rejected(
+    backends: dict[str, object], name: str
+) -> None:
+    backend = backends[name]
+    with pytest.raises(BackendRejected, match="invalid_image"):
+        await backend.infer("ocr", [ModelInputs(images=(b"not an image",))])  # type: ignore[attr-defined]
+
+
+async def test_shm_regions_are_registered_grown_and_released(stack: LocalStack) -> None:
+    url = stack.settings.triton_url
+    backend = TritonBackend(url=url, transport="shm", shm_slots=1)
+    probe = grpcaio.InferenceServerClient(url)
+    before = set((await probe.get_system_shared_memory_status(as_json=True)).get("regions", {}))
+    try:
+        await backend.infer("text-embed", [ModelInputs(texts=("hello",))])
+        status = await probe.get_system_shared_memory_status(as_json=True)
+        regions = status.get("regions", {})
+        mine = {name: r for name, r in regions.items() if name not in before}
+        assert len(mine) == 1 and int(next(iter(mine.values()))["byte_size"]) == 1 << 20
+        # A batch larger than the region (3 x ~700 kB of image bytes) grows it.
+        big = bytes(700_000)
+        page = render_page(["Order number 77812 confirmed"], canvas=(800, 240))
+        items = [ModelInputs(images=(page + big,)) for _ in range(3)]
+        out = await backend.infer("ocr", items)
+        assert [normalise(o["text"]) for o in out] == [
+            normalise("Order number 77812 confirmed")
+        ] * 3
+        status = await probe.get_system_shared_memory_status(as_json=True)
+        sizes = [int(r["byte_size"]) for n, r in status.get("regions", {}).items() if n in mine]
+        assert sizes == [1 << 22]
+    finally:
+        await backend.close()
+    status = await probe.get_system_shared_memory_status(as_json=True)
+    assert not set(status.get("regions", {})) & set(mine)
+    await probe.close()
