@@ -28,6 +28,9 @@ demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + wor
 test: $(STAMP) ## Run unit and integration tests (starts a real Kafka and Triton)
 	$(BIN)/python -m pytest
 
+bench: $(STAMP) ## Benchmark budget batching vs its baselines (writes bench/report.md; QUICK=1 for a smoke run)
+	$(BIN)/sluicegate bench $(if $(QUICK),--quick,)
+
 lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,4 +52,4 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test lint up down status clean distclean
+.PHONY: help venv demo test bench lint up down status clean distclean

@@ -10,6 +10,7 @@ offset not yet done, so batches may finish in any order (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -43,6 +44,16 @@ from .errors import BackendError
 from .offsets import OffsetTracker
 
 log = logging.getLogger("sluicegate.worker")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One record's answer: its result (None if no request_id is recoverable) and DLQ record."""
+
+    record: Record
+    result: InferenceResult | None
+    dlq: DeadLetter | None
+    reply_to: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +98,8 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._producer: AIOKafkaProducer | None = None
         self.results_produced = 0
+        self._telemetry_turn = 0  # round robin over telemetry partitions
+        self._progress = asyncio.Event()  # set when a batch finishes
 
     @property
     def topic(self) -> str:
@@ -143,37 +156,47 @@ class Worker:
     # -- the loop ---------------------------------------------------------
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
-        self._apply_backpressure(consumer)
-        wake = self._batcher.next_wakeup()
-        if wake is None or self._in_flight_batches >= self._settings.max_in_flight_batches:
-            # Nothing is due, or nothing may start before a batch finishes (and
-            # its completion dispatches the next one).
+        if self._apply_backpressure(consumer):
+            # Paused: a fetch would only sleep out its timeout, stalling the
+            # loop while batches finish. Wait for one to finish (or for the
+            # next due time), then poll briefly: a getmany call is what keeps
+            # this member alive past max.poll.interval.ms (aiokafka #848).
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), self._idle_timeout())
+            timeout = 0.001
+        elif self._in_flight_batches >= self._settings.max_in_flight_batches:
+            # Nothing may start before a batch finishes (its completion
+            # dispatches the next one); meanwhile admit what arrives.
             timeout = 0.2
         else:
-            # Never 0: getmany(timeout_ms=0) can return without suspending, and
-            # a loop that never suspends starves the in-flight batches.
-            timeout = min(0.2, max(0.001, wake - self._clock()))
-        batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=200)
+            timeout = self._idle_timeout()
+        # Never 0: getmany(timeout_ms=0) can return without suspending, and a
+        # loop that never suspends starves the in-flight batches.
+        batches = await consumer.getmany(timeout_ms=max(1, int(timeout * 1000)), max_records=200)
         records = [rec for recs in batches.values() for rec in recs]
         if records:
             await self._admit(records)
         self._dispatch()
         await self._commit(consumer)
 
-    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
-        """Pause fetching while too much work is held; getmany keeps the group alive."""
+    def _idle_timeout(self) -> float:
+        """Seconds until the batcher next has something due (at most 0.2)."""
+        wake = self._batcher.next_wakeup()
+        return 0.2 if wake is None else min(0.2, max(0.001, wake - self._clock()))
+
+    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> bool:
+        """Pause fetching while too much work is held, resume below 3/4 of it; True if paused."""
+        pending = len(self._batcher)
         in_flight_cost = self._batcher.pending_cost() + self._running_cost
-        full = (
-            len(self._batcher) >= self._settings.max_pending_requests
-            or in_flight_cost >= self._max_in_flight_cost
-        )
-        if full and not consumer.paused():
-            consumer.pause(*consumer.assignment())
-            log.info(
-                "paused fetching: %d pending, in-flight cost %d", len(self._batcher), in_flight_cost
-            )
-        elif not full and consumer.paused():
+        limit_n, limit_cost = self._settings.max_pending_requests, self._max_in_flight_cost
+        if not consumer.paused():
+            if pending >= limit_n or in_flight_cost >= limit_cost:
+                consumer.pause(*consumer.assignment())
+                log.debug("paused fetching: %d pending, in-flight cost %d", pending, in_flight_cost)
+        elif pending < 0.75 * limit_n and in_flight_cost < 0.75 * limit_cost:
             consumer.resume(*consumer.paused())
+        return bool(consumer.paused())
 
     async def _admit(self, records: list[Record]) -> None:
         assert self._executor is not None and self._counter is not None
@@ -286,7 +309,9 @@ class Worker:
         finally:
             self._in_flight_batches -= 1
             self._running_cost -= batch.padded_cost
+            self._progress.set()
             self._dispatch()
+        answers: list[_Answer] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             timings = Timings(
                 queue_ms=round((started - job.arrived) * 1000, 3),
@@ -294,19 +319,18 @@ class Worker:
                 batch_size=len(jobs),
                 total_ms=total_ms(job.admitted.request),
             )
+            request = job.admitted.request
             if isinstance(outcome, BackendError):
-                request = job.admitted.request
                 result = self._answers.failure(
                     request, Status.ERROR, outcome.code, str(outcome), timings
                 )
                 dlq = None if outcome.retriable else dead_letter(job.record, outcome, "infer")
-                self._answer(job, result, dlq)
+                answers.append(_Answer(job.record, result, dlq, request.reply_to))
             else:
-                ok = self._answers.result(
-                    job.admitted.request, Status.OK, outputs=outcome, timings=timings
-                )
-                self._answer(job, ok)
-        self._telemetry_batch(batch, compute_ms, started)
+                ok = self._answers.result(request, Status.OK, outputs=outcome, timings=timings)
+                answers.append(_Answer(job.record, ok, None, request.reply_to))
+        # One task per batch: results produced together, acks awaited together.
+        self._spawn(self._emit(answers, self._batch_event(batch, compute_ms, started)))
 
     async def _infer_isolating(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
         """Infer a batch; if the backend refuses it, bisect so one poison input fails alone."""
@@ -339,52 +363,54 @@ class Worker:
         rid = recover_request_id(rec.value, rec.key)
         result = None if rid is None else self._answers.undecodable(rid, exc.code, str(exc))
         log.warning("refused record %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.code)
-        self._spawn(self._emit(rec, result, dead_letter(rec, exc, "admit", rid), None))
+        self._spawn(self._emit([_Answer(rec, result, dead_letter(rec, exc, "admit", rid), None)]))
 
     def _answer(self, job: _Job, result: InferenceResult, dlq: DeadLetter | None = None) -> None:
-        self._spawn(self._emit(job.record, result, dlq, job.admitted.request.reply_to))
+        answer = _Answer(job.record, result, dlq, job.admitted.request.reply_to)
+        self._spawn(self._emit([answer]))
 
     async def _emit(
-        self,
-        rec: Record,
-        result: InferenceResult | None,
-        dlq: DeadLetter | None,
-        reply_to: str | None,
+        self, answers: list[_Answer], batch_event: TelemetryEvent | None = None
     ) -> None:
-        """Produce the result (and DLQ record); mark the offset done once both are acked."""
+        """Produce results (and DLQ records); mark offsets done once all are acked.
+
+        Telemetry follows, best effort: it never holds back a commit.
+        """
         assert self._producer is not None
         topics = self._settings.topics
         sends = []
-        if result is not None:
-            sends.append(
-                await self._producer.send(
-                    reply_to or topics.results,
-                    encode(result),
-                    key=result.request_id.encode(),
-                    headers=headers(),
+        for a in answers:
+            if a.result is not None:
+                sends.append(
+                    await self._producer.send(
+                        a.reply_to or topics.results,
+                        encode(a.result),
+                        key=a.result.request_id.encode(),
+                        headers=headers(),
+                    )
                 )
-            )
-        if dlq is not None:
-            sends.append(
-                await self._producer.send(
-                    topics.dlq, rec.value, key=rec.key, headers=list(rec.headers) + dlq.to_headers()
+            if a.dlq is not None:
+                rec = a.record
+                sends.append(
+                    await self._producer.send(
+                        topics.dlq,
+                        rec.value,
+                        key=rec.key,
+                        headers=list(rec.headers) + a.dlq.to_headers(),
+                    )
                 )
-            )
         await asyncio.gather(*sends)
-        self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
-        if result is not None:
-            self.results_produced += 1
-            self._spawn(self._send_telemetry(self._answers.request_event(result)))
+        events = [] if batch_event is None else [batch_event]
+        for a in answers:
+            self._offsets.done(TopicPartition(a.record.topic, a.record.partition), a.record.offset)
+            if a.result is not None:
+                self.results_produced += 1
+                events.append(self._answers.request_event(a.result))
+        await self._send_telemetry(events)
 
     # -- telemetry --------------------------------------------------------
 
-    def _telemetry_batch(self, batch: Batch[_Job], compute_ms: float, started: float) -> None:
-        event = self._answers.batch_event(
-            [job.admitted.cost for job in batch.items],
-            padded_cost=batch.padded_cost,
-            queue_ms=max(started - a for a in batch.arrivals) * 1000,
-            compute_ms=compute_ms,
-        )
+    def _batch_event(self, batch: Batch[_Job], compute_ms: float, started: float) -> TelemetryEvent:
         log.info(
             "batch of %d (padded cost %d, real %d, %.0f%% padding) in %.0f ms",
             len(batch),
@@ -393,12 +419,34 @@ class Worker:
             100 * batch.padding_waste,
             compute_ms,
         )
-        self._spawn(self._send_telemetry(event))
+        return self._answers.batch_event(
+            [job.admitted.cost for job in batch.items],
+            padded_cost=batch.padded_cost,
+            queue_ms=max(started - a for a in batch.arrivals) * 1000,
+            compute_ms=compute_ms,
+        )
 
-    async def _send_telemetry(self, event: TelemetryEvent) -> None:
+    async def _send_telemetry(self, events: list[TelemetryEvent]) -> None:
+        """Append `events` to one record batch for one partition (cheaper than one send each)."""
         assert self._producer is not None
-        # Telemetry is best effort: it never holds back a commit.
-        await self._producer.send(self._settings.topics.telemetry, encode(event), headers=headers())
+        topic = self._settings.topics.telemetry
+        pending = list(events)
+        while pending:
+            builder = self._producer.create_batch()
+            appended = 0
+            while pending:
+                value = encode(pending[0])
+                if builder.append(key=None, value=value, timestamp=None, headers=headers()) is None:
+                    break
+                pending.pop(0)
+                appended += 1
+            if appended == 0:  # larger than a whole record batch: cannot be sent
+                log.warning("dropped a %d-byte telemetry event", len(encode(pending.pop(0))))
+                continue
+            partitions = sorted(await self._producer.partitions_for(topic))
+            self._telemetry_turn += 1
+            partition = partitions[self._telemetry_turn % len(partitions)]
+            await self._producer.send_batch(builder, topic, partition=partition)
 
     # -- tasks ------------------------------------------------------------
 

@@ -1,0 +1,172 @@
+"""The benchmark's outputs: results.json (stable keys), report.md, PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .points import Point
+from .run import BenchResult
+
+__all__ = ["ratios", "write_report"]
+
+
+def _peak(points: Sequence[Point], workload: str, mode: str) -> float:
+    rates = [p.throughput_rps for p in points if p.workload == workload and p.mode == mode]
+    return max(rates, default=0.0)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
+
+
+def ratios(result: BenchResult) -> dict[str, object]:
+    """The headline figures, each a ratio of peak throughputs measured in this run."""
+    pts = result.points
+    workloads = sorted({p.workload for p in pts})
+    out: dict[str, object] = {}
+    modes = {p.mode for p in pts}
+    counts = [m for m in modes if m.startswith("count-")]
+    alt = next((m for m in modes if m.startswith("budget-")), None)
+    for key, num, den in (
+        ("pipeline_vs_direct", "budget", "direct"),
+        ("budget_vs_unbatched", "budget", "unbatched"),
+    ):
+        out[key] = {w: _ratio(_peak(pts, w, num), _peak(pts, w, den)) for w in workloads}
+    out["budget_vs_count"] = {
+        w: _ratio(_peak(pts, w, "budget"), max((_peak(pts, w, c) for c in counts), default=0))
+        for w in workloads
+    }
+    if alt is not None:
+        transport = str(result.config.get("transport"))
+        out[f"{transport}_vs_{alt.split('-', 1)[1]}"] = {
+            w: _ratio(_peak(pts, w, "budget"), _peak(pts, w, alt)) for w in workloads
+        }
+    relay = result.relay
+    out["null_vs_relay"] = _ratio(relay.get("null_rps", 0.0), relay.get("relay_rps", 0.0))
+    # The same comparison in CPU per record (relay / null: higher is better, like the rest).
+    out["null_vs_relay_cpu"] = _ratio(
+        relay.get("relay_cpu_us_per_record", 0.0), relay.get("null_cpu_us_per_record", 0.0)
+    )
+    return out
+
+
+def _fmt(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:,.0f}"
+
+
+def _table(points: Sequence[Point]) -> list[str]:
+    rows = [
+        "| workload | mode | offered /s | sent | ok | expired | failed | throughput /s "
+        "| p50 ms | p95 ms | p99 ms | mean batch | padding waste |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        offered = "backlog" if p.offered_rps == float("inf") else f"{p.offered_rps:g}"
+        rows.append(
+            f"| {p.workload} | {p.mode} | {offered} | {p.sent} | {p.ok} | {p.expired} | "
+            f"{p.failed} | {p.throughput_rps:.1f} | {_fmt(p.p50_ms)} | {_fmt(p.p95_ms)} | "
+            f"{_fmt(p.p99_ms)} | {p.mean_batch:.1f} | {100 * p.padding_waste:.0f} % |"
+        )
+    return rows
+
+
+def _plots(result: BenchResult, out: Path) -> list[str]:
+    files = []
+    for workload in sorted({p.workload for p in result.points}):
+        pts = [p for p in result.points if p.workload == workload]
+        modes = sorted({p.mode for p in pts})
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for mode in modes:
+            series = sorted((p.offered_rps, p.throughput_rps) for p in pts if p.mode == mode)
+            ax.plot(*zip(*series, strict=True), marker="o", label=mode)
+        top = max(p.offered_rps for p in pts)
+        ax.plot([0, top], [0, top], color="grey", linestyle=":", label="offered = served")
+        ax.set(xlabel="offered load (requests/s)", ylabel="ok results/s")
+        ax.set_title(f"{workload}: throughput vs offered load")
+        ax.legend()
+        name = f"throughput-{workload}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
+        highest = max(p.offered_rps for p in pts)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for mode in modes:
+            point = next(p for p in pts if p.mode == mode and p.offered_rps == highest)
+            lat = np.sort(np.array(point.latencies_ms))
+            if len(lat):
+                ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=mode)
+        ax.set_xscale("log")
+        ax.set(xlabel="end-to-end latency (ms, log)", ylabel="share of ok results")
+        ax.set_title(f"{workload}: latency CDF at {highest:g} requests/s offered")
+        ax.legend()
+        name = f"latency-cdf-{workload}.png"
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, object]:
+    out.mkdir(parents=True, exist_ok=True)
+    figures = ratios(result)
+    data = {
+        **figures,
+        "capacity_rps": result.capacity_rps,
+        "peak_worker_rss_mb": result.peak_rss_mb,
+        "over_budget_batches": result.over_budget_batches,
+        "relay": result.relay,
+        "config": result.config,
+        "machine": {"cpus": _cpus(), "python": platform.python_version()},
+        "points": [p.as_json() for p in result.points],
+    }
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    plots = _plots(result, out)
+    lines = [
+        "# sluicegate benchmark",
+        "",
+        f"Produced by `{command}` on {_cpus()} CPU(s), no GPU. Every figure is measured in "
+        "the same run; ratios compare peak throughput (ok results per second) across the "
+        "offered loads.",
+        "",
+        "## Headline ratios",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    lines += [f"| `{k}` | {json.dumps(v)} |" for k, v in figures.items()]
+    lines += ["", "## Capacity and memory", ""]
+    lines += [
+        f"- direct-path capacity, {w}: {r:.1f} requests/s" for w, r in result.capacity_rps.items()
+    ]
+    lines += [f"- peak worker RSS, {k}: {v:.0f} MiB" for k, v in result.peak_rss_mb.items()]
+    lines += [f"- over-budget batches, {k}: {v}" for k, v in result.over_budget_batches.items()]
+    if result.relay:
+        r = result.relay
+        lines.append(
+            f"- backlog of {r['records']:.0f}: bare relay {r['relay_rps']:.0f} records/s "
+            f"({r['relay_cpu_us_per_record']:.0f} µs CPU each), null-model worker "
+            f"{r['null_rps']:.0f} results/s ({r['null_cpu_us_per_record']:.0f} µs CPU each)"
+        )
+    lines += ["", "## Every point", "", *_table(result.points), "", "## Plots", ""]
+    lines += [f"![{name}]({name})" for name in plots]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return figures
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
