@@ -127,19 +127,26 @@ def _servers(cache_dir: Path, state: Path, say: Say) -> Iterator[tuple[KafkaSett
         kafka.stop()
 
 
-async def run_bench(cfg: BenchConfig, *, say: Say, tick: Tick) -> BenchResult:
+async def run_bench(
+    cfg: BenchConfig,
+    *,
+    say: Say,
+    tick: Tick,
+    servers: tuple[KafkaSettings, str] | None = None,
+) -> BenchResult:
+    """Run every mode; on `servers` (Kafka settings, Triton gRPC url) if given, else on
+    a Kafka and a Triton of its own, started on free ports and stopped afterwards."""
     result = BenchResult(config={"quick": cfg.quick, "seed": cfg.seed, "transport": cfg.transport})
     say("generating the request mix")
     workloads = [text_workload(seed=cfg.seed)]
     if not cfg.quick:
         workloads.append(image_workload(seed=cfg.seed))
-    with (
-        tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp,
-        _servers(cfg.cache_dir, Path(tmp), say) as (kafka, triton_url),
-    ):
+    with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp, contextlib.ExitStack() as stack:
+        state = Path(tmp)
+        kafka, triton_url = servers or stack.enter_context(_servers(cfg.cache_dir, state, say))
         for workload in workloads:
-            await _workload(cfg, workload, kafka, triton_url, Path(tmp), result, say, tick)
-        await _null_vs_relay(cfg, kafka, triton_url, Path(tmp), result, say, tick)
+            await _workload(cfg, workload, kafka, triton_url, state, result, say, tick)
+        await _null_vs_relay(cfg, kafka, triton_url, state, result, say, tick)
     return result
 
 

@@ -22,6 +22,7 @@ from sluicegate.ops.stack.stack import LocalStack, StackSettings
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 from sluicegate.streams.client import Client, ClientSettings
 from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
+from sluicegate.workers.backends import InferenceBackend
 from sluicegate.workers.backends.triton import TritonBackend
 from sluicegate.workers.config import BatchSettings, TritonSettings, WorkerSettings
 from sluicegate.workers.engine import Worker
@@ -99,7 +100,9 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
     """Run an in-process worker for `model` on this test's topics until the block ends."""
 
     @contextlib.asynccontextmanager
-    async def running(model: str, **batch: int) -> AsyncIterator[Worker]:
+    async def running(
+        model: str, *, backend: InferenceBackend | None = None, **batch: int
+    ) -> AsyncIterator[Worker]:
         settings = WorkerSettings(
             model=model,
             pool="cpu",
@@ -109,7 +112,7 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
             batch=BatchSettings(**batch),
             group_id=f"{topics.work_prefix}.{model}.group",
         )
-        backend = TritonBackend(url=settings.triton.url)
+        backend = backend or TritonBackend(url=settings.triton.url)
         ready = asyncio.Event()
         worker = Worker(settings=settings, backend=backend, on_ready=ready.set)
         stop = asyncio.Event()

@@ -7,6 +7,7 @@ weights from the model packages.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -108,3 +109,24 @@ async def test_shm_regions_are_registered_grown_and_released(stack: LocalStack) 
     status = await probe.get_system_shared_memory_status(as_json=True)
     assert not set(status.get("regions", {})) & set(mine)
     await probe.close()
+
+
+async def test_a_worker_serves_through_kafka_with_onnx_runtime_in_process(
+    run_worker, client
+) -> None:
+    from sluicegate.schemas.models import InferenceRequest, Status
+
+    backend = InProcessBackend(runners=build_runners(["text-embed"]), version="1-onnxruntime")
+    async with run_worker("text-embed", backend=backend) as worker:
+        results = await asyncio.gather(
+            *(
+                client.submit(
+                    InferenceRequest(request_id=f"ort-{i}", model="text-embed", texts=[text])
+                )
+                for i, text in enumerate(TEXTS * 3)
+            )
+        )
+    assert [r.status for r in results] == [Status.OK] * 6
+    assert {r.model_version for r in results} == {"1-onnxruntime"}
+    assert all(len(r.outputs["embedding"]) == 384 for r in results)
+    assert worker.results_produced == 6
