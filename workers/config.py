@@ -66,6 +66,10 @@ class WorkerSettings(BaseSettings):
     max_pending_requests: int = Field(default=256, ge=1)
     # ...or when pending plus running cost reaches this (default: 8 budgets).
     max_in_flight_cost: int | None = Field(default=None, ge=1)
+    # Commit answered offsets at most this often (seconds); also on rebalance
+    # and shutdown. A commit is a broker round trip: once per poll was the
+    # engine's bottleneck at high rates. Bounds redelivery after a crash.
+    commit_interval_s: float = Field(default=0.1, ge=0)
     # Seconds to finish in-flight batches after SIGTERM.
     shutdown_grace_s: float = 30.0
     # Threads for decoding, tokenizing and reading image headers.

@@ -100,6 +100,11 @@ class Worker:
         self.results_produced = 0
         self._telemetry_turn = 0  # round robin over telemetry partitions
         self._progress = asyncio.Event()  # set when a batch finishes
+        self._last_commit = -float("inf")  # engine clock, seconds
+        self._admitting = 0  # records read, not yet decoded and queued
+        self._prep_slots = asyncio.Semaphore(settings.preprocess_threads)
+        self._assigned: set[TopicPartition] = set()
+        self._draining = False
 
     @property
     def topic(self) -> str:
@@ -176,9 +181,15 @@ class Worker:
         batches = await consumer.getmany(timeout_ms=max(1, int(timeout * 1000)), max_records=200)
         records = [rec for recs in batches.values() for rec in recs]
         if records:
-            await self._admit(records)
+            for rec in records:
+                self._offsets.track(TopicPartition(rec.topic, rec.partition), rec.offset)
+            # Preprocessing is a stage of its own: the loop goes on fetching
+            # (and batches go on running) while these are decoded and priced.
+            self._admitting += len(records)
+            self._spawn(self._admit(records))
         self._dispatch()
-        await self._commit(consumer)
+        if self._clock() - self._last_commit >= self._settings.commit_interval_s:
+            await self._commit(consumer)
 
     def _idle_timeout(self) -> float:
         """Seconds until the batcher next has something due (at most 0.2)."""
@@ -187,7 +198,7 @@ class Worker:
 
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> bool:
         """Pause fetching while too much work is held, resume below 3/4 of it; True if paused."""
-        pending = len(self._batcher)
+        pending = len(self._batcher) + self._admitting
         in_flight_cost = self._batcher.pending_cost() + self._running_cost
         limit_n, limit_cost = self._settings.max_pending_requests, self._max_in_flight_cost
         if not consumer.paused():
@@ -199,6 +210,11 @@ class Worker:
         return bool(consumer.paused())
 
     async def _admit(self, records: list[Record]) -> None:
+        """Decode, validate and price `records` off the loop, then queue or answer each.
+
+        Records of partitions revoked meanwhile are dropped: their new owner
+        reads them again.
+        """
         assert self._executor is not None and self._counter is not None
         counter, spec = self._counter, self._spec
 
@@ -211,10 +227,17 @@ class Worker:
                     out.append(exc)
             return out
 
-        outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, admit_all)
+        try:
+            async with self._prep_slots:
+                loop = asyncio.get_running_loop()
+                outcomes = await loop.run_in_executor(self._executor, admit_all)
+        finally:
+            self._admitting -= len(records)
+            self._progress.set()
         now, wall_ms = self._clock(), now_ms()
         for rec, outcome in zip(records, outcomes, strict=True):
-            self._offsets.track(TopicPartition(rec.topic, rec.partition), rec.offset)
+            if TopicPartition(rec.topic, rec.partition) not in self._assigned:
+                continue
             if isinstance(outcome, WireError):
                 self._refuse_undecodable(rec, outcome)
                 continue
@@ -231,8 +254,11 @@ class Worker:
                     job,
                     self._answers.failure(req, Status.REJECTED, "over_budget", rejection.reason),
                 )
+        self._dispatch()
 
     def _dispatch(self) -> None:
+        if self._draining:
+            return  # what is still queued stays uncommitted for the next owner
         for job in self._batcher.take_expired():
             self._answer(
                 job,
@@ -252,6 +278,7 @@ class Worker:
             self._spawn(self._run_batch(batch))
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        self._last_commit = self._clock()
         assigned = consumer.assignment()
         offsets = {tp: off for tp, off in self._offsets.committable().items() if tp in assigned}
         if offsets:
@@ -260,28 +287,31 @@ class Worker:
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         """Stop fetching; let running batches finish within the grace period; commit."""
-        pending = len(self._batcher)
+        self._draining = True
         log.info(
             "worker stopping: %d batch(es) in flight, %d request(s) not started "
             "(left uncommitted for the next worker)",
             self._in_flight_batches,
-            pending,
+            len(self._batcher) + self._admitting,
         )
-        if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace_s)
+        # Batches that finish spawn their result producers: wait for those too.
+        give_up = self._clock() + self._settings.shutdown_grace_s
+        while self._tasks and (left := give_up - self._clock()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        if late := set(self._tasks):
             for task in late:
                 task.cancel()
-            if late:
-                log.warning(
-                    "abandoned %d task(s) after %.0f s grace; their offsets stay uncommitted",
-                    len(late),
-                    self._settings.shutdown_grace_s,
-                )
-                await asyncio.wait(late)
+            log.warning(
+                "abandoned %d task(s) after %.0f s grace; their offsets stay uncommitted",
+                len(late),
+                self._settings.shutdown_grace_s,
+            )
+            await asyncio.wait(late)
         await self._commit(consumer)
 
-    def joined(self) -> None:
+    def joined(self, partitions: list[TopicPartition]) -> None:
         """Called on every assignment; the first one fires `on_ready` (at most once)."""
+        self._assigned.update(partitions)
         if self._on_ready is not None:
             callback, self._on_ready = self._on_ready, None
             callback()
@@ -289,6 +319,7 @@ class Worker:
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Partitions were revoked: drop what they queued here, the new owner re-reads it."""
         revoked = set(partitions)
+        self._assigned -= revoked
         dropped = self._batcher.remove_if(lambda job: job.tp in revoked)
         self._offsets.forget(partitions)
         if dropped:
@@ -480,4 +511,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-        self._worker.joined()
+        self._worker.joined(list(assigned))
