@@ -119,11 +119,6 @@ class RssProbe:
         self.peak_mb = 0.0
         self._task: asyncio.Task[None] | None = None
 
-    def cpu_s(self) -> float:
-        """CPU seconds (user + system) the process has used so far."""
-        times = self._proc.cpu_times()
-        return float(times.user + times.system)
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._sample())
 

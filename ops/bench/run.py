@@ -72,18 +72,18 @@ class _Mode:
     max_batch_size: int | None = None
 
 
-def _modes(cfg: BenchConfig) -> list[_Mode]:
+def _modes(cfg: BenchConfig, workload: str) -> list[_Mode]:
     other = "shm" if cfg.transport == "grpc" else "grpc"
+    env = {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}
+    # Count batches stay within the Triton model's max_batch_size (64 text, 16 ocr).
+    counts = (8,) if cfg.quick else ((8, 32) if workload == "text" else (4, 8))
     modes = [
-        _Mode("budget", {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}),
-        _Mode("unbatched", {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}, "count", 1),
-        _Mode("count-8", {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}, "count", 8),
+        _Mode("budget", dict(env)),
+        _Mode("unbatched", dict(env), "count", 1),
+        *(_Mode(f"count-{n}", dict(env), "count", n) for n in counts),
     ]
     if not cfg.quick:
-        modes += [
-            _Mode("count-32", {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}, "count", 32),
-            _Mode(f"budget-{other}", {"SLUICEGATE_TRITON__TRANSPORT": other}),
-        ]
+        modes.append(_Mode(f"budget-{other}", {"SLUICEGATE_TRITON__TRANSPORT": other}))
     for mode in modes:
         if mode.max_batch_size is not None:
             mode.env["SLUICEGATE_BATCH__STRATEGY"] = mode.strategy
@@ -160,15 +160,21 @@ async def _workload(
     say: Say,
     tick: Tick,
 ) -> None:
+    """Every mode of one workload at the same loads, plus a backlog sent all at once.
+
+    The backlog point measures each mode's capacity (its throughput when it
+    is never idle); the open-loop points its latency below and above the
+    direct path's capacity.
+    """
     text = workload.name == "text"
     duration = (3.0 if cfg.quick else 5.0) if text else 20.0
     max_latency = 20.0 if text else 60.0
     fractions = (0.5, 1.5) if cfg.quick else (0.3, 0.8, 1.5)
+    backlog = (300 if cfg.quick else 600) if text else 16
     settings = WorkerSettings(model=workload.model, pool="cpu")
     policy = settings.policy()
     backend = TritonBackend(url=triton_url, transport=cfg.transport)  # type: ignore[arg-type]
     try:
-        backlog = 200 if text else 16
         say(f"{workload.name}: measuring the direct path's capacity ({backlog} at once)")
         cal = await run_direct(
             backend,
@@ -181,13 +187,15 @@ async def _workload(
             max_latency_s=600,
         )
         capacity = cal.throughput_rps
-        result.capacity_rps[workload.name] = capacity
+        result.capacity_rps[workload.name] = round(capacity, 2)
         say(f"{workload.name}: direct capacity {capacity:.1f} requests/s")
-        loads = [round(f * capacity, 2) for f in fractions]
+        schedule = [
+            (rate, poisson_arrivals(rate, duration, seed=cfg.seed + k))
+            for k, rate in enumerate(round(f * capacity, 2) for f in fractions)
+        ]
+        schedule.append((float("inf"), [0.0] * backlog))
         index = 0
-        for k, rate in enumerate(loads):
-            arrivals = poisson_arrivals(rate, duration, seed=cfg.seed + k)
-            label = f"{workload.name} direct @ {rate:g}/s"
+        for rate, arrivals in schedule:
             point = await run_direct(
                 backend,
                 workload,
@@ -198,48 +206,71 @@ async def _workload(
                 max_in_flight=settings.max_in_flight_batches,
                 max_latency_s=max_latency,
                 first_index=index,
-                on_done=_counter(tick, label, len(arrivals)),
+                on_done=_counter(tick, _label(workload, "direct", rate), len(arrivals)),
             )
             index += len(arrivals)
             result.points.append(point)
+
+        for mode in _modes(cfg, workload.name):
+            await _kafka_mode(
+                mode, workload, schedule, kafka, triton_url, state, result, tick, max_latency
+            )
+            # A stopped worker's last batches may still queue in Triton; one
+            # call through the same model instance returns once they are done.
+            await backend.infer(workload.model, [workload.item(0).inputs])
     finally:
         await backend.close()
 
-    for mode in _modes(cfg):
-        async with bench_topics(kafka, f"{workload.name}-{mode.name}") as run:
-            async with (
-                worker_process(
-                    model=workload.model,
-                    kafka=kafka,
-                    triton_url=triton_url,
-                    run=run,
-                    env=mode.env,
-                    state_dir=state / "workers",
-                ) as rss,
-                KafkaRun(kafka, run).started() as gen,
-            ):
-                index = 0
-                for k, rate in enumerate(loads):
-                    arrivals = poisson_arrivals(rate, duration, seed=cfg.seed + k)
-                    label = f"{workload.name} {mode.name} @ {rate:g}/s"
-                    point = await gen.point(
-                        workload,
-                        mode=mode.name,
-                        arrivals=arrivals,
-                        offered_rps=rate,
-                        max_latency_s=max_latency,
-                        first_index=index,
-                        on_done=_answered(tick, label, len(arrivals)),
-                    )
-                    index += len(arrivals)
-                    result.points.append(point)
-                budget = policy.budget
-                result.over_budget_batches[f"{workload.name}/{mode.name}"] = (
-                    sum(1 for b in gen.batches if b.size > 1 and b.padded_cost > budget)
-                    if mode.strategy == "budget"
-                    else 0
+
+def _label(workload: Workload, mode: str, rate: float) -> str:
+    load = "backlog" if rate == float("inf") else f"{rate:g}/s"
+    return f"{workload.name} {mode} @ {load}"
+
+
+async def _kafka_mode(
+    mode: _Mode,
+    workload: Workload,
+    schedule: list[tuple[float, list[float]]],
+    kafka: KafkaSettings,
+    triton_url: str,
+    state: Path,
+    result: BenchResult,
+    tick: Tick,
+    max_latency: float,
+) -> None:
+    policy = WorkerSettings(model=workload.model, pool="cpu").policy()
+    async with bench_topics(kafka, f"{workload.name}-{mode.name}") as run:
+        async with (
+            worker_process(
+                model=workload.model,
+                kafka=kafka,
+                triton_url=triton_url,
+                run=run,
+                env=mode.env,
+                state_dir=state / "workers",
+            ) as rss,
+            KafkaRun(kafka, run).started() as gen,
+        ):
+            index = 0
+            for rate, arrivals in schedule:
+                point = await gen.point(
+                    workload,
+                    mode=mode.name,
+                    arrivals=arrivals,
+                    offered_rps=rate,
+                    max_latency_s=max_latency,
+                    first_index=index,
+                    on_done=_answered(tick, _label(workload, mode.name, rate), len(arrivals)),
                 )
-            result.peak_rss_mb[f"{workload.name}/{mode.name}"] = round(rss.peak_mb, 1)
+                index += len(arrivals)
+                result.points.append(point)
+            key = f"{workload.name}/{mode.name}"
+            result.over_budget_batches[key] = (
+                sum(1 for b in gen.batches if b.size > 1 and b.padded_cost > policy.budget)
+                if mode.strategy == "budget"
+                else 0
+            )
+        result.peak_rss_mb[key] = round(rss.peak_mb, 1)
 
 
 def _answered(tick: Tick, label: str, total: int) -> Callable[[int], None]:
@@ -276,7 +307,6 @@ async def _null_vs_relay(
         for i in range(n)
     ]
     rates: dict[str, float] = {}
-    cpu_us: dict[str, float] = {}
     for name in ("relay", "null"):
         async with bench_topics(kafka, f"overhead-{name}") as run:
             source = run.topics.work(workload.model, "cpu")
@@ -294,20 +324,15 @@ async def _null_vs_relay(
                 )
             else:
                 ctx = _relay_process(kafka, source, run.topics.results, run.group, state)
-            async with ctx as probe:
-                cpu0 = probe.cpu_s()
+            async with ctx:
                 seen, rate = await count_outputs(
                     kafka, run.topics.results, expected=n, timeout_s=120
                 )
-                # CPU per record: a figure a busy machine disturbs less than a rate.
-                cpu_us[name] = (probe.cpu_s() - cpu0) / max(seen, 1) * 1e6
             tick(f"overhead {name}", seen, n)
             rates[name] = rate
     result.relay = {
         "relay_rps": round(rates["relay"], 1),
         "null_rps": round(rates["null"], 1),
-        "relay_cpu_us_per_record": round(cpu_us["relay"], 1),
-        "null_cpu_us_per_record": round(cpu_us["null"], 1),
         "records": n,
     }
 
