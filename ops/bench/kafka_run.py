@@ -10,6 +10,7 @@ and samples the worker's RSS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -31,7 +32,7 @@ from sluicegate.streams.topology import default_topics, delete_topics, ensure_to
 from .points import BatchStat, Point, summarise
 from .workload import Item, Workload
 
-__all__ = ["BenchTopics", "KafkaRun", "bench_topics", "worker_process"]
+__all__ = ["BenchTopics", "KafkaRun", "RssProbe", "bench_topics", "triton_probe", "worker_process"]
 
 
 @dataclass(frozen=True)
@@ -112,29 +113,51 @@ async def worker_process(
 
 
 class RssProbe:
-    """Samples a process's resident set size every 100 ms; `peak_mb` is the maximum seen."""
+    """Samples the resident set size of a process and its children every 100 ms.
 
-    def __init__(self, pid: int) -> None:
+    `peak_mb` is the largest total seen. With children: Triton runs each
+    Python-backend model instance in a stub process of its own.
+    """
+
+    def __init__(self, pid: int, *, children: bool = False) -> None:
         self._proc = psutil.Process(pid)
+        self._children = children
         self.peak_mb = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sample())
 
+    def reset(self) -> None:
+        self.peak_mb = 0.0
+
+    def _rss_mb(self) -> float:
+        procs = [self._proc, *(self._proc.children(recursive=True) if self._children else ())]
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total / 2**20
+
     async def _sample(self) -> None:
-        while True:
-            try:
-                rss = self._proc.memory_info().rss / 2**20
-            except psutil.Error:
-                return
-            self.peak_mb = max(self.peak_mb, rss)
+        while self._proc.is_running():
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def triton_probe(grpc_url: str) -> RssProbe | None:
+    """An `RssProbe` over the tritonserver serving `grpc_url` (host:port) and its model stubs."""
+    port = grpc_url.rsplit(":", 1)[1]
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info.get("name") == "tritonserver" and f"--grpc-port={port}" in cmdline:
+            return RssProbe(proc.pid, children=True)
+    return None
 
 
 def _request_bytes(rid: str, item: Item, deadline_ms: int) -> bytes:

@@ -128,6 +128,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         **figures,
         "capacity_rps": result.capacity_rps,
         "peak_worker_rss_mb": result.peak_rss_mb,
+        "peak_triton_rss_mb": result.peak_triton_rss_mb,
         "over_budget_batches": result.over_budget_batches,
         "relay": result.relay,
         "config": result.config,
@@ -156,6 +157,15 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         f"- direct-path capacity, {w}: {r:.1f} requests/s" for w, r in result.capacity_rps.items()
     ]
     lines += [f"- peak worker RSS, {k}: {v:.0f} MiB" for k, v in result.peak_rss_mb.items()]
+    lines += [
+        f"- peak Triton RSS (server + model stubs), {k}: {v:.0f} MiB"
+        for k, v in result.peak_triton_rss_mb.items()
+    ]
+    if result.peak_triton_rss_mb:
+        lines.append(
+            "  (modes run in the order listed; ONNX Runtime keeps what it allocated, so a "
+            "mode's Triton peak includes what earlier modes left)"
+        )
     lines += [f"- over-budget batches, {k}: {v}" for k, v in result.over_budget_batches.items()]
     if result.relay:
         r = result.relay

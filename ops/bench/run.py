@@ -35,7 +35,7 @@ from sluicegate.workers.backends import TritonBackend
 from sluicegate.workers.config import WorkerSettings
 
 from .direct import run_direct
-from .kafka_run import KafkaRun, RssProbe, bench_topics, worker_process
+from .kafka_run import KafkaRun, RssProbe, bench_topics, triton_probe, worker_process
 from .points import Point
 from .relay import count_outputs, produce_backlog
 from .workload import Workload, image_workload, poisson_arrivals, text_workload
@@ -59,6 +59,7 @@ class BenchResult:
     points: list[Point] = field(default_factory=list)
     capacity_rps: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    peak_triton_rss_mb: dict[str, float] = field(default_factory=dict)
     over_budget_batches: dict[str, int] = field(default_factory=dict)
     relay: dict[str, float] = field(default_factory=dict)
     config: dict[str, object] = field(default_factory=dict)
@@ -76,7 +77,9 @@ def _modes(cfg: BenchConfig, workload: str) -> list[_Mode]:
     other = "shm" if cfg.transport == "grpc" else "grpc"
     env = {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}
     # Count batches stay within the Triton model's max_batch_size (64 text, 16 ocr).
-    counts = (8,) if cfg.quick else ((8, 32) if workload == "text" else (4, 8))
+    # An image batch padded to its largest page grows Triton's memory fast: a
+    # count-16 OCR batch of mixed pages took a model stub to 15 GB here.
+    counts = (8,) if cfg.quick else ((8, 32) if workload == "text" else (2, 4))
     modes = [
         _Mode("budget", dict(env)),
         _Mode("unbatched", dict(env), "count", 1),
@@ -239,6 +242,9 @@ async def _kafka_mode(
     max_latency: float,
 ) -> None:
     policy = WorkerSettings(model=workload.model, pool="cpu").policy()
+    triton = triton_probe(triton_url)
+    if triton is not None:
+        triton.start()
     async with bench_topics(kafka, f"{workload.name}-{mode.name}") as run:
         async with (
             worker_process(
@@ -271,6 +277,9 @@ async def _kafka_mode(
                 else 0
             )
         result.peak_rss_mb[key] = round(rss.peak_mb, 1)
+    if triton is not None:
+        await triton.stop()
+        result.peak_triton_rss_mb[key] = round(triton.peak_mb, 1)
 
 
 def _answered(tick: Tick, label: str, total: int) -> Callable[[int], None]:
