@@ -53,9 +53,16 @@ def up(
     model: Annotated[
         list[str] | None, typer.Option(help="Serve only these models (repeatable).")
     ] = None,
+    observability: Annotated[
+        bool,
+        typer.Option(help="Also run an OpenTelemetry Collector; trace Triton and the workers."),
+    ] = False,
 ) -> None:
     """Start Kafka, Triton and one worker per model in the background (state in .state/)."""
-    stack = LocalStack(StackSettings(), progress=console.log)
+    settings = StackSettings()
+    if observability:
+        settings = settings.model_copy(update={"observability": True})
+    stack = LocalStack(settings, progress=console.log)
     try:
         stack.up(models=model)
     except StackError as exc:
@@ -158,6 +165,8 @@ def worker(
     from sluicegate.workers.config import WorkerSettings
     from sluicegate.workers.engine import Worker
 
+    from .telemetry import setup
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -175,7 +184,11 @@ def worker(
         finally:
             await backend.close()
 
-    asyncio.run(serve())
+    telemetry = setup(f"sg-worker-{model}")  # from OTEL_*; off unless they say where to send
+    try:
+        asyncio.run(serve())
+    finally:
+        telemetry.shutdown()
 
 
 # -- clients ------------------------------------------------------------------
@@ -271,6 +284,11 @@ def demo(
     except StackError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code=code)
+
+
+from .cli_observability import register  # noqa: E402  (new commands, one line each)
+
+register(app)
 
 
 def main() -> None:

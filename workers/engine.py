@@ -20,10 +20,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import INVALID_SPAN, Span, TracerProvider
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from sluicegate.schemas.catalog import lookup
-from sluicegate.schemas.codec import encode, headers, recover_request_id
+from sluicegate.schemas.codec import encode, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.errors import WireError
@@ -41,6 +43,7 @@ from .batcher import Batch, BudgetBatcher
 from .config import WorkerSettings
 from .errors import BackendError
 from .offsets import OffsetTracker
+from .tracing import WorkerObserver
 
 log = logging.getLogger("sluicegate.worker")
 
@@ -50,6 +53,7 @@ class _Job:
     record: Record
     admitted: Admitted
     arrived: float  # engine clock, seconds
+    span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
 
     @property
     def tp(self) -> TopicPartition:
@@ -66,6 +70,8 @@ class Worker:
         backend: InferenceBackend,
         clock: Callable[[], float] = time.monotonic,
         on_ready: Callable[[], object] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._settings = settings
         self._on_ready = on_ready
@@ -83,6 +89,14 @@ class Worker:
         self._max_in_flight_cost = settings.max_in_flight_cost or 8 * policy.budget
         self._fatal: BaseException | None = None
         self._answers = Answers(model=settings.model, pool=settings.pool, worker=self._name)
+        self._obs = WorkerObserver(
+            model=settings.model,
+            pool=settings.pool,
+            topic=self._topic,
+            budget=policy.budget,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -174,6 +188,12 @@ class Worker:
             )
         elif not full and consumer.paused():
             consumer.resume(*consumer.paused())
+        lag = self._offsets.lag({tp: consumer.highwater(tp) for tp in consumer.assignment()})
+        self._obs.sample(
+            in_flight_cost=in_flight_cost,
+            paused=len(consumer.paused()),
+            lag={tp.partition: n for tp, n in lag.items()},
+        )
 
     async def _admit(self, records: list[Record]) -> None:
         assert self._executor is not None and self._counter is not None
@@ -195,7 +215,12 @@ class Worker:
             if isinstance(outcome, WireError):
                 self._refuse_undecodable(rec, outcome)
                 continue
-            job = _Job(record=rec, admitted=outcome, arrived=now)
+            job = _Job(
+                record=rec,
+                admitted=outcome,
+                arrived=now,
+                span=self._obs.request_started(rec, outcome),
+            )
             req = outcome.request
             deadline = None
             if req.deadline_ms is not None:
@@ -281,7 +306,11 @@ class Worker:
         try:
             started = self._clock()
             jobs = batch.items
-            outcomes = await self._infer_isolating([job.admitted.inputs for job in jobs])
+            span = self._obs.batch_started(
+                [job.span for job in jobs], [(started - job.arrived) * 1000 for job in jobs]
+            )
+            with self._obs.backend_call(span):
+                outcomes = await self._infer_isolating([job.admitted.inputs for job in jobs])
             compute_ms = (self._clock() - started) * 1000
         finally:
             self._in_flight_batches -= 1
@@ -306,7 +335,8 @@ class Worker:
                     job.admitted.request, Status.OK, outputs=outcome, timings=timings
                 )
                 self._answer(job, ok)
-        self._telemetry_batch(batch, compute_ms, started)
+        errors = [o.code for o in outcomes if isinstance(o, BackendError)]
+        self._telemetry_batch(batch, compute_ms, started, span, errors)
 
     async def _infer_isolating(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
         """Infer a batch; if the backend refuses it, bisect so one poison input fails alone."""
@@ -339,10 +369,12 @@ class Worker:
         rid = recover_request_id(rec.value, rec.key)
         result = None if rid is None else self._answers.undecodable(rid, exc.code, str(exc))
         log.warning("refused record %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.code)
-        self._spawn(self._emit(rec, result, dead_letter(rec, exc, "admit", rid), None))
+        span = self._obs.refused(rec, rid, exc.code)
+        self._spawn(self._emit(rec, result, dead_letter(rec, exc, "admit", rid), None, span))
 
     def _answer(self, job: _Job, result: InferenceResult, dlq: DeadLetter | None = None) -> None:
-        self._spawn(self._emit(job.record, result, dlq, job.admitted.request.reply_to))
+        reply_to = job.admitted.request.reply_to
+        self._spawn(self._emit(job.record, result, dlq, reply_to, job.span, job.arrived))
 
     async def _emit(
         self,
@@ -350,20 +382,21 @@ class Worker:
         result: InferenceResult | None,
         dlq: DeadLetter | None,
         reply_to: str | None,
+        span: Span = INVALID_SPAN,
+        arrived: float | None = None,
     ) -> None:
         """Produce the result (and DLQ record); mark the offset done once both are acked."""
         assert self._producer is not None
         topics = self._settings.topics
         sends = []
         if result is not None:
-            sends.append(
-                await self._producer.send(
-                    reply_to or topics.results,
-                    encode(result),
-                    key=result.request_id.encode(),
-                    headers=headers(),
+            topic = reply_to or topics.results
+            with self._obs.result_send(span, topic, result) as hdrs:
+                sends.append(
+                    await self._producer.send(
+                        topic, encode(result), key=result.request_id.encode(), headers=hdrs
+                    )
                 )
-            )
         if dlq is not None:
             sends.append(
                 await self._producer.send(
@@ -372,13 +405,16 @@ class Worker:
             )
         await asyncio.gather(*sends)
         self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
+        self._obs.answered(span, result, process_s=self._clock() - (arrived or self._clock()))
         if result is not None:
             self.results_produced += 1
-            self._spawn(self._send_telemetry(self._answers.request_event(result)))
+            self._spawn(self._send_telemetry(self._answers.request_event(result), span))
 
     # -- telemetry --------------------------------------------------------
 
-    def _telemetry_batch(self, batch: Batch[_Job], compute_ms: float, started: float) -> None:
+    def _telemetry_batch(
+        self, batch: Batch[_Job], compute_ms: float, started: float, span: Span, errors: list[str]
+    ) -> None:
         event = self._answers.batch_event(
             [job.admitted.cost for job in batch.items],
             padded_cost=batch.padded_cost,
@@ -393,12 +429,23 @@ class Worker:
             100 * batch.padding_waste,
             compute_ms,
         )
-        self._spawn(self._send_telemetry(event))
+        self._obs.batch_finished(
+            span,
+            size=len(batch),
+            tokens=event.tokens or 0,
+            pixels=event.pixels or 0,
+            padded_cost=batch.padded_cost,
+            padding=batch.padding_waste,
+            backend_s=compute_ms / 1000,
+            errors=errors,
+        )
+        self._spawn(self._send_telemetry(event, span))
 
-    async def _send_telemetry(self, event: TelemetryEvent) -> None:
+    async def _send_telemetry(self, event: TelemetryEvent, span: Span = INVALID_SPAN) -> None:
         assert self._producer is not None
         # Telemetry is best effort: it never holds back a commit.
-        await self._producer.send(self._settings.topics.telemetry, encode(event), headers=headers())
+        hdrs = self._obs.telemetry_headers(span)
+        await self._producer.send(self._settings.topics.telemetry, encode(event), headers=hdrs)
 
     # -- tasks ------------------------------------------------------------
 

@@ -14,9 +14,13 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from opentelemetry.trace import TracerProvider
 from tritonclient.utils import InferenceServerException
 
+from sluicegate.schemas.tracing import get_tracer
+
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
+from ..tracing import grpc_client_span
 from .base import ModelInputs, Outputs
 
 
@@ -90,8 +94,11 @@ def map_error(exc: InferenceServerException, *, url: str) -> BackendError:
 class TritonBackend:
     """One gRPC channel to one Triton server; safe to share between tasks."""
 
-    def __init__(self, *, url: str, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, *, url: str, timeout_s: float = 60.0, tracer_provider: TracerProvider | None = None
+    ) -> None:
         self._url = url
+        self._tracer = get_tracer(tracer_provider)
         self._timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url)
 
@@ -105,10 +112,16 @@ class TritonBackend:
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
         requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
+        span = grpc_client_span(self._tracer, url=self._url, model=model, batch_size=len(batch))
         try:
-            response = await self._client.infer(
-                model, inputs, outputs=requested, client_timeout=self._timeout_s
-            )
+            with span as metadata:  # carries traceparent when tracing is on
+                response = await self._client.infer(
+                    model,
+                    inputs,
+                    outputs=requested,
+                    client_timeout=self._timeout_s,
+                    headers=metadata or None,
+                )
         except InferenceServerException as exc:
             raise map_error(exc, url=self._url) from exc
         arrays = {name: response.as_numpy(name) for name in io.outputs}

@@ -1,0 +1,55 @@
+"""`sluicegate trace` and `sluicegate bench-tracing`: reading traces without Jaeger."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .stack.stack import LocalStack, StackSettings
+
+
+def trace(
+    request_id: Annotated[str, typer.Argument(help="The request's id (as `submit` printed it).")],
+    file: Annotated[
+        Path | None,
+        typer.Option(help="Collector output (default: the local stack's traces.jsonl)."),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the spans to arrive.")] = 5.0,
+) -> None:
+    """Print a request's trace as a tree, with the batch trace it links to."""
+    from .traceview import load_spans, render, request_traces
+
+    path = file or LocalStack(StackSettings()).collector.config.traces_file
+    deadline = time.monotonic() + wait
+    while True:
+        traces = request_traces(load_spans(path), request_id)
+        if traces or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if not traces:
+        Console(stderr=True).print(
+            f"[red]error:[/] no spans of request {request_id} in {path}; was the stack started "
+            "with `sluicegate up --observability` (and the client run with OTEL_* set)?"
+        )
+        raise typer.Exit(code=1)
+    Console().print(render(traces, request_id))
+
+
+def bench_tracing(
+    iterations: Annotated[int, typer.Option(help="Simulated requests per variant.")] = 20_000,
+) -> None:
+    """Measure the per-request cost of the tracing hooks: absent, off, and on."""
+    from .bench.tracing_overhead import measure
+
+    sys.stdout.write(json.dumps(measure(iterations=iterations), indent=2) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(trace)
+    app.command("bench-tracing")(bench_tracing)
