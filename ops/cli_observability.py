@@ -1,4 +1,4 @@
-"""`sluicegate trace` and `sluicegate bench-tracing`: reading traces without Jaeger."""
+"""`sluicegate trace`, `bench-tracing` and `dashboards`: observability commands."""
 
 from __future__ import annotations
 
@@ -50,6 +50,22 @@ def bench_tracing(
     sys.stdout.write(json.dumps(measure(iterations=iterations), indent=2) + "\n")
 
 
+def dashboards(
+    check: Annotated[
+        bool, typer.Option(help="Exit 1 if the committed JSON differs from the generated one.")
+    ] = False,
+) -> None:
+    """Generate the Grafana dashboard JSON (compose/grafana/dashboards/sluicegate.json)."""
+    from .dashboards import OUTPUT, render, write
+
+    if check:
+        same = OUTPUT.exists() and OUTPUT.read_text() == render()
+        Console(stderr=True).print(f"{OUTPUT}: {'up to date' if same else 'STALE'}")
+        raise typer.Exit(code=0 if same else 1)
+    Console(stderr=True).print(f"wrote {write()}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(trace)
     app.command("bench-tracing")(bench_tracing)
+    app.command()(dashboards)

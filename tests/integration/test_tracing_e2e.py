@@ -289,3 +289,11 @@ def test_trace_command_prints_the_tree(observed: Observed) -> None:
     for needle in ("send ", "process ", GRPC_INFER, "linked trace (batch)", "triton", rid):
         assert needle in out.stdout, (needle, out.stdout)
     assert json.dumps(rid)[1:-1] in out.stdout
+
+
+async def test_triton_serves_the_metrics_the_dashboard_queries(stack: LocalStack) -> None:
+    from ..unit.test_dashboards import TRITON_METRICS
+
+    exposition = await asyncio.to_thread(_scrape, stack.settings.triton_metrics_port)
+    missing = {name for name in TRITON_METRICS if f"\n{name}{{" not in exposition}
+    assert not missing, missing
