@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sluicegate.ops.stack.collector import (
     CollectorConfig,
     LocalCollector,
+    collector_binary,
     otel_env,
     triton_trace_args,
 )
@@ -297,3 +298,22 @@ async def test_triton_serves_the_metrics_the_dashboard_queries(stack: LocalStack
     exposition = await asyncio.to_thread(_scrape, stack.settings.triton_metrics_port)
     missing = {name for name in TRITON_METRICS if f"\n{name}{{" not in exposition}
     assert not missing, missing
+
+
+def test_collector_configs_validate(observed: Observed, repo_root: Path) -> None:
+    """compose's collector config and the generated local one pass the collector's own check."""
+    binary = collector_binary(CACHE_DIR)
+    local = observed.collector.config.state_dir / "otelcol.yaml"
+    for config in (repo_root / "compose" / "otel-collector.yaml", local):
+        out = subprocess.run(
+            [str(binary), "validate", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, (config, out.stderr[-2000:])
+    broken = observed.collector.config.state_dir / "broken.yaml"
+    broken.write_text(local.read_text().replace("file/traces", "flie/traces"))
+    out = subprocess.run(
+        [str(binary), "validate", "--config", str(broken)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0, "validate accepted an unknown exporter"
