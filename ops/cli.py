@@ -243,10 +243,15 @@ def submit(
                 return None
             return await client.submit(request, timeout=timeout)
 
+    from .telemetry import setup
+
+    telemetry = setup("sg-client")  # from OTEL_*; off unless they say where to send
     try:
         result = asyncio.run(go())
     except ResultTimeout as exc:
         raise _fail(str(exc)) from None
+    finally:
+        telemetry.shutdown()
     if result is None:
         console.print(f"sent {request.request_id}")
         return
@@ -275,14 +280,27 @@ def schema_dump(
 def demo(
     count: Annotated[int, typer.Option(help="Requests in the mixed stream.")] = 36,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all results.")] = 300.0,
+    observability: Annotated[
+        bool, typer.Option(help="Trace everything into a local collector (`sluicegate trace`).")
+    ] = False,
 ) -> None:
     """Bring the stack up, run a mixed stream of OCR / embedding / doc-match requests, tear down."""
     from .demo import run_demo
+    from .stack.collector import otel_env
+    from .telemetry import setup
 
+    settings = StackSettings().model_copy(update={"observability": observability})
+    collector = LocalStack(settings).collector.config
+    env = otel_env(collector, service="sg-client", prometheus_port=None) if observability else {}
+    telemetry = setup("sg-client", env=env if observability else None)
     try:
-        code = run_demo(StackSettings(), count=count, timeout=timeout)
+        code = run_demo(settings, count=count, timeout=timeout)
     except StackError as exc:
         raise _fail(str(exc)) from None
+    finally:
+        telemetry.shutdown()
+    if observability:
+        console.print(f"traces: {collector.traces_file}; read one with `sluicegate trace ID`")
     raise typer.Exit(code=code)
 
 
