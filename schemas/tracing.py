@@ -38,8 +38,8 @@ bytes, prompts, OCR text or images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableSequence, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableSequence, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from opentelemetry import propagate, trace
@@ -106,6 +106,8 @@ class HeaderSetter(Setter[MutableSequence[tuple[str, bytes]]]):
 
 GETTER = HeaderGetter()
 SETTER = HeaderSetter()
+# What a span helper returns with tracing off: no generator, no context switch.
+_OFF: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
 
 
 class _Record(Protocol):
@@ -194,7 +196,6 @@ def _messaging(
     return attrs
 
 
-@contextmanager
 def producer_span(
     tracer: Tracer,
     topic: str,
@@ -204,15 +205,14 @@ def producer_span(
     request_id: str | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     end_on_exit: bool = True,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """`send <topic>`, PRODUCER: wrap one produce and `inject()` inside it.
 
     A child of `parent` (default: the current context), so a client continues
     its caller's trace or starts a new one.
     """
     if not enabled(tracer):
-        yield INVALID_SPAN
-        return
+        return _OFF
     attrs = _messaging(
         topic,
         msg.MessagingOperationTypeValues.SEND,
@@ -223,17 +223,15 @@ def producer_span(
         batch_size=None,
         extra=attributes,
     )
-    with tracer.start_as_current_span(
+    return tracer.start_as_current_span(
         f"send {topic}",
         context=parent,
         kind=SpanKind.PRODUCER,
         attributes=attrs,
         end_on_exit=end_on_exit,
-    ) as span:
-        yield span
+    )
 
 
-@contextmanager
 def process_span(
     tracer: Tracer,
     topic: str,
@@ -245,7 +243,7 @@ def process_span(
     batch_size: int | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     end_on_exit: bool = True,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """`process <topic>`, CONSUMER: our work on a record (or, with `links`, a batch).
 
     For one record pass `parent=extract(record.headers)`: the span joins the
@@ -256,8 +254,7 @@ def process_span(
     the block then only makes it current.
     """
     if not enabled(tracer):
-        yield INVALID_SPAN
-        return
+        return _OFF
     attrs = _messaging(
         topic,
         msg.MessagingOperationTypeValues.PROCESS,
@@ -272,12 +269,11 @@ def process_span(
         # A batch is a root: the task that runs it may have inherited the
         # previous batch's context, and must not nest under it.
         parent = Context()
-    with tracer.start_as_current_span(
+    return tracer.start_as_current_span(
         f"process {topic}",
         context=parent,
         kind=SpanKind.CONSUMER,
         attributes=attrs,
         links=[link for link in links if link is not None],
         end_on_exit=end_on_exit,
-    ) as span:
-        yield span
+    )

@@ -22,7 +22,7 @@ With tracing and metrics off these are calls into OpenTelemetry's no-op API.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from opentelemetry import propagate, trace
@@ -131,14 +131,11 @@ class WorkerObserver:
                 span.add_link(batch_context)
             return batch
 
-    @contextmanager
-    def backend_call(self, batch: Span) -> Iterator[None]:
+    def backend_call(self, batch: Span) -> AbstractContextManager[object]:
         """Make the batch span current so the backend's CLIENT span is its child."""
         if not batch.is_recording():
-            yield
-            return
-        with trace.use_span(batch, end_on_exit=False):
-            yield
+            return nullcontext()
+        return trace.use_span(batch, end_on_exit=False)
 
     def batch_finished(
         self,
@@ -169,17 +166,21 @@ class WorkerObserver:
                 batch.set_status(Status(StatusCode.ERROR, f"{len(errors)} of {size} failed"))
             batch.end()
 
-    @contextmanager
-    def result_send(self, request: Span, topic: str, result: InferenceResult) -> Iterator[Headers]:
+    def result_send(
+        self, request: Span, topic: str, result: InferenceResult
+    ) -> AbstractContextManager[Headers]:
         """`send <topic>` under the request's span; yields the headers to produce with.
 
         The headers get the send span's context, so a consumer of the results
         topic continues the request's trace.
         """
-        out = headers()
         if not request.is_recording():
-            yield out
-            return
+            return nullcontext(headers())
+        return self._result_send(request, topic, result)
+
+    @contextmanager
+    def _result_send(self, request: Span, topic: str, result: InferenceResult) -> Iterator[Headers]:
+        out = headers()
         with tracing.producer_span(
             self._tracer,
             topic,
@@ -194,7 +195,8 @@ class WorkerObserver:
 
     def telemetry_headers(self, span: Span) -> Headers:
         out = headers()
-        if span.is_recording():
+        # Usually ended by now (the answer or batch is done): its context still holds.
+        if span.get_span_context().is_valid:
             tracing.inject(out, trace.set_span_in_context(span, Context()))
         return out
 
@@ -230,10 +232,9 @@ class WorkerObserver:
 GRPC_INFER = "inference.GRPCInferenceService/ModelInfer"
 
 
-@contextmanager
 def grpc_client_span(
     tracer: Tracer, *, url: str, model: str, batch_size: int
-) -> Iterator[dict[str, str]]:
+) -> AbstractContextManager[dict[str, str]]:
     """The CLIENT span of one Triton gRPC call; yields the gRPC metadata to send.
 
     The metadata carries the span's W3C context (`traceparent`), so a Triton
@@ -241,10 +242,16 @@ def grpc_client_span(
     Exceptions mark the span failed with their type only: Triton's messages
     may quote request content.
     """
-    metadata: dict[str, str] = {}
     if not tracing.enabled(tracer):
-        yield metadata
-        return
+        return nullcontext({})
+    return _grpc_client_span(tracer, url=url, model=model, batch_size=batch_size)
+
+
+@contextmanager
+def _grpc_client_span(
+    tracer: Tracer, *, url: str, model: str, batch_size: int
+) -> Iterator[dict[str, str]]:
+    metadata: dict[str, str] = {}
     host, _, port = url.rpartition(":")
     attrs: dict[str, str | int] = {
         RPC_SYSTEM_NAME: "grpc",

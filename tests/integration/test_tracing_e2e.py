@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -37,6 +38,7 @@ from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
 from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.ops.traceview import SpanRecord, load_spans, request_traces
+from sluicegate.schemas.codec import decode_result, decode_telemetry, header
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 from sluicegate.streams.client import Client, ClientSettings
@@ -122,11 +124,17 @@ def observed(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Ite
         collector.stop()
 
 
+@dataclass(frozen=True)
+class TracedWorker:
+    metrics_port: int
+    log_path: Path
+
+
 @pytest.fixture
 def worker_process(
     observed: Observed, kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
-) -> Iterator[int]:
-    """`sluicegate worker` configured by OTEL_* only; yields its Prometheus port."""
+) -> Iterator[TracedWorker]:
+    """`sluicegate worker` configured by OTEL_* only (its Prometheus port and log)."""
     metrics_port = free_port()
     ready = tmp_path / "worker.ready"
     env = dict(os.environ)
@@ -153,7 +161,7 @@ def worker_process(
             ready.exists, timeout=120, what="traced worker", alive=proc.is_running,
             log_path=proc.log_path,
         )  # fmt: skip
-        yield metrics_port
+        yield TracedWorker(metrics_port, proc.log_path)
     finally:
         proc.stop(grace=30)
         handle.poll()
@@ -179,6 +187,29 @@ async def traced_client(
         provider.shutdown()
 
 
+async def _trace_headers(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, list[str]]]:
+    """topic -> request id ("" for batch telemetry) -> trace ids in its records' traceparent."""
+    out: dict[str, dict[str, list[str]]] = {name: {} for name in names}
+    consumer = AIOKafkaConsumer(*names, auto_offset_reset="earliest", **kafka.client_kwargs())
+    await consumer.start()
+    try:
+        quiet_since = time.monotonic()
+        # Read until nothing new arrived for 3 s: every record was produced before this.
+        while time.monotonic() - quiet_since < 3:
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                quiet_since = time.monotonic()
+                for rec in records:
+                    value = decode_result if tp.topic == names[0] else decode_telemetry
+                    rid = value(rec.value, rec.headers).request_id or ""
+                    parent = header(rec.headers, "traceparent")
+                    if parent is not None:
+                        out[tp.topic].setdefault(rid, []).append(parent.decode().split("-")[1])
+    finally:
+        await consumer.stop()
+    return out
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return str(resp.read().decode())
@@ -199,7 +230,8 @@ def _complete(traces: list[list[SpanRecord]], topics: TopicSettings) -> bool:
 
 async def test_each_request_is_one_trace_with_a_linked_batch_reaching_into_triton(
     observed: Observed,
-    worker_process: int,
+    worker_process: TracedWorker,
+    kafka: KafkaSettings,
     traced_client: tuple[Client, TracerProvider],
     topics: TopicSettings,
 ) -> None:
@@ -259,13 +291,24 @@ async def test_each_request_is_one_trace_with_a_linked_batch_reaching_into_trito
         root = next(s for s in triton if s.name == "InferRequest")
         assert root.parent_id == grpc.span_id, "Triton's server span is a child of our client span"
 
-    # No request content anywhere in what the collector received.
-    raw = observed.traces_file.read_text()
+    # Results and telemetry carry the context on: a consumer continues the trace.
+    own_trace = {r.request_id: found[r.request_id][0][0].trace_id for r in requests}
+    batch_traces = {found[r.request_id][1][0].trace_id for r in requests}
+    carried = await _trace_headers(kafka, [topics.results, topics.telemetry])
+    for request in requests:
+        assert own_trace[request.request_id] in carried[topics.results].get(request.request_id, [])
+        assert own_trace[request.request_id] in carried[topics.telemetry].get(
+            request.request_id, []
+        )
+    assert batch_traces <= set(carried[topics.telemetry].get("", []))
+
+    # No request content anywhere in what the collector received or the worker logged.
+    raw = observed.traces_file.read_text() + worker_process.log_path.read_text()
     for text in secrets:
         assert text not in raw and text.split()[2] not in raw
 
     # The worker's Prometheus endpoint serves its metrics.
-    exposition = await asyncio.to_thread(_scrape, worker_process)
+    exposition = await asyncio.to_thread(_scrape, worker_process.metrics_port)
     for name in (
         "messaging_process_duration_seconds_bucket",
         "sg_batch_size",
