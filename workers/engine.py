@@ -405,7 +405,8 @@ class Worker:
             )
         await asyncio.gather(*sends)
         self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
-        self._obs.answered(span, result, process_s=self._clock() - (arrived or self._clock()))
+        process_s = 0.0 if arrived is None else self._clock() - arrived
+        self._obs.answered(span, result, process_s=process_s)
         if result is not None:
             self.results_produced += 1
             self._spawn(self._send_telemetry(self._answers.request_event(result), span))
