@@ -3,7 +3,7 @@
 The one tracing module that both `workers` and `streams` use (neither may
 import the other). It needs only the OpenTelemetry *API*: with no SDK
 installed (tracing off) every helper here returns a non-recording span or does
-nothing, at the cost of a function call. Process wiring (providers, exporters,
+nothing, at the cost of an `isinstance` check (ops/bench/tracing_overhead.py). Process wiring (providers, exporters,
 `OTEL_*` variables) lives in `ops.telemetry`.
 
 API, for a hop that consumes one topic and produces another (the ingress
@@ -11,11 +11,21 @@ router adds its span with these two or three lines)::
 
     from sluicegate.schemas import tracing
 
-    tracer = tracing.get_tracer()            # or get_tracer(provider) in tests
-    parent = tracing.extract(record.headers)  # the request's context
-    with tracing.process_span(tracer, record.topic, parent=parent, record=record):
-        out_headers = tracing.inject(headers())  # traceparent follows to the next topic
-        await producer.send(work_topic, value, key=key, headers=out_headers)
+    # once, at start-up, after ops.telemetry.setup() (else it is a NoOpTracer);
+    # components take `tracer_provider=None` and pass it here (tests pass an SDK one)
+    tracer = tracing.get_tracer(tracer_provider)
+
+    # per record
+    parent = tracing.extract(record.headers)  # the client's `send` context
+    with tracing.process_span(
+        tracer, record.topic, parent=parent, record=record, request_id=request.request_id
+    ):
+        out = tracing.inject(headers())  # the work record's parent is this span
+        await producer.send(work_topic, value, key=key, headers=out)
+
+The worker's request span then becomes a child of the router's span, and the
+end-to-end test (tests/integration/test_tracing_e2e.py: `request_spans`)
+expects it once one line there names it.
 
 - `inject(headers, context=None)` appends `traceparent` / `tracestate` to a
   Kafka header list (aiokafka's `list[tuple[str, bytes]]`) and returns it; it
