@@ -3,8 +3,9 @@
 The one tracing module that both `workers` and `streams` use (neither may
 import the other). It needs only the OpenTelemetry *API*: with no SDK
 installed (tracing off) every helper here returns a non-recording span or does
-nothing, at the cost of an `isinstance` check (ops/bench/tracing_overhead.py). Process wiring (providers, exporters,
-`OTEL_*` variables) lives in `ops.telemetry`.
+nothing, at the cost of an `isinstance` check (ops/bench/tracing_overhead.py).
+Process wiring (providers, exporters, `OTEL_*` variables) lives in
+`ops.telemetry`.
 
 API, for a hop that consumes one topic and produces another (the ingress
 router adds its span with these two or three lines)::
