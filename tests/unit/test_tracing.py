@@ -9,7 +9,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from sluicegate.schemas import tracing
 from sluicegate.schemas.codec import header, headers
@@ -167,3 +167,40 @@ def test_worker_observer_builds_one_trace_per_request_and_a_linked_batch(
         assert process.attributes is not None and process.attributes["sg.cost"] == 7
     for s in finished:
         assert SECRET not in repr(dict(s.attributes or {})), s.name
+
+
+def test_a_refused_record_gets_a_failed_span_in_its_producers_trace(
+    sdk: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, exporter = sdk
+    obs = WorkerObserver(
+        model="text-embed", pool="cpu", topic=TOPIC, budget=1000, tracer_provider=provider
+    )
+    with tracing.producer_span(tracing.get_tracer(provider), TOPIC) as send:
+        hdrs = tracing.inject(headers())
+    span = obs.refused(Rec(TOPIC, 2, 9, None, b"\xc1", hdrs), None, "decode_error")
+    obs.answered(span, None, process_s=0.0)  # a DLQ record only: no result to send
+    (refused,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    assert refused.context.trace_id == send.get_span_context().trace_id
+    assert refused.status.status_code is StatusCode.ERROR
+    assert refused.attributes is not None and refused.attributes["error.type"] == "decode_error"
+    assert refused.attributes["messaging.kafka.offset"] == 9
+
+
+def test_with_tracing_off_the_worker_hooks_are_inert() -> None:
+    obs = WorkerObserver(model="text-embed", pool="cpu", topic=TOPIC, budget=1000)
+    assert not obs.metrics.enabled
+    rec = Rec(TOPIC, 0, 0, None, b"", headers())
+    admitted = Admitted(
+        request=InferenceRequest(request_id="r", model="text-embed", texts=["x"]),
+        inputs=ModelInputs(texts=("x",)),
+        cost=Cost(tokens=1, pixels=0, units=1),
+    )
+    span = obs.request_started(rec, admitted)
+    assert not span.is_recording() and not span.get_span_context().is_valid
+    assert (
+        obs.batch_started([span], [0.0]) is span
+        or not obs.batch_started([span], [0.0]).is_recording()
+    )
+    with grpc_client_span(tracing.get_tracer(), url="h:1", model="m", batch_size=1) as md:
+        assert md == {}
