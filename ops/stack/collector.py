@@ -42,7 +42,7 @@ __all__ = [
 
 OCB_VERSION = "v0.161.0"  # the builder; the manifest pins its components to the same release
 BINARY = "sg-otelcol"
-# A cold build (module downloads + compile) took ~5 min on 2 busy cores; bound it.
+# A cold build (module downloads + compile) took 5-8 min on 2 busy cores; bound it.
 BUILD_TIMEOUT_S = 15 * 60
 _GO_HINT = (
     "install Go 1.23+ (Debian: apt-get install golang-go, or the official tarball) "
