@@ -17,10 +17,11 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -31,6 +32,7 @@ from sluicegate.ops.stack.collector import (
     CollectorConfig,
     LocalCollector,
     collector_binary,
+    collector_config,
     otel_env,
     triton_trace_args,
 )
@@ -347,7 +349,11 @@ def test_collector_configs_validate(observed: Observed, repo_root: Path) -> None
     """compose's collector config and the generated local one pass the collector's own check."""
     binary = collector_binary(CACHE_DIR)
     local = observed.collector.config.state_dir / "otelcol.yaml"
-    for config in (repo_root / "compose" / "otel-collector.yaml", local):
+    forwarding = observed.collector.config.state_dir / "forwarding.yaml"
+    onward = replace(observed.collector.config, forward_endpoint="127.0.0.1:4317")
+    forwarding.write_text(yaml.safe_dump(collector_config(onward)))
+    assert "otlp_grpc" in forwarding.read_text()
+    for config in (repo_root / "compose" / "otel-collector.yaml", local, forwarding):
         out = subprocess.run(
             [str(binary), "validate", "--config", str(config)],
             capture_output=True, text=True, timeout=60, check=False,

@@ -93,3 +93,20 @@ def test_consumer_lag_counts_unanswered_records() -> None:
     for off in range(2, 5):
         tracker.done("p0", off)
     assert tracker.lag({"p0": 5}) == {"p0": 0}
+
+
+def test_observability_wires_triton_trace_mode_and_a_collector(tmp_path: Path) -> None:
+    from sluicegate.ops.stack.stack import LocalStack, StackSettings
+
+    settings = StackSettings(
+        state_dir=tmp_path / "state", cache_dir=tmp_path / "cache", otlp_http_port=23099
+    )
+    plain = LocalStack(settings)
+    assert "--trace-config" not in plain.triton.config.extra_args
+    assert "otel collector" not in [p.name for p in plain.status()]
+    traced = LocalStack(settings.model_copy(update={"observability": True}))
+    args = traced.triton.config.extra_args
+    assert "mode=opentelemetry" in args
+    assert "opentelemetry,url=http://127.0.0.1:23099/v1/traces" in args
+    row = next(p for p in traced.status() if p.name == "otel collector")
+    assert not row.healthy and "traces.jsonl" in row.detail
