@@ -165,7 +165,7 @@ def worker(
     from sluicegate.workers.config import WorkerSettings
     from sluicegate.workers.engine import Worker
 
-    from .telemetry import setup
+    from .cli_observability import start_telemetry as setup
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -243,7 +243,7 @@ def submit(
                 return None
             return await client.submit(request, timeout=timeout)
 
-    from .telemetry import setup
+    from .cli_observability import start_telemetry as setup
 
     telemetry = setup("sg-client")  # from OTEL_*; off unless they say where to send
     try:
@@ -285,9 +285,9 @@ def demo(
     ] = False,
 ) -> None:
     """Bring the stack up, run a mixed stream of OCR / embedding / doc-match requests, tear down."""
+    from .cli_observability import start_telemetry as setup
     from .demo import run_demo
     from .stack.collector import otel_env
-    from .telemetry import setup
 
     settings = StackSettings().model_copy(update={"observability": observability})
     collector = LocalStack(settings).collector.config

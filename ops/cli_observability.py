@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from .stack.stack import LocalStack, StackSettings
+
+if TYPE_CHECKING:
+    from .telemetry import Telemetry
 
 
 def trace(
@@ -69,3 +73,14 @@ def register(app: typer.Typer) -> None:
     app.command()(trace)
     app.command("bench-tracing")(bench_tracing)
     app.command()(dashboards)
+
+
+def start_telemetry(service: str, env: Mapping[str, str] | None = None) -> Telemetry:
+    """`ops.telemetry.setup` for a command: a bad `OTEL_*` value exits 1 naming the fix."""
+    from .telemetry import TelemetryConfigError, setup
+
+    try:
+        return setup(service, env=env)
+    except (TelemetryConfigError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from None
