@@ -19,6 +19,7 @@ from rich.table import Table
 
 from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, TelemetryEvent
 
+from .cli_observability import register as register_observability
 from .stack.process import StackError
 from .stack.stack import LocalStack, StackSettings
 
@@ -304,9 +305,7 @@ def demo(
     raise typer.Exit(code=code)
 
 
-from .cli_observability import register  # noqa: E402  (new commands, one line each)
-
-register(app)
+register_observability(app)
 
 
 def main() -> None:
