@@ -36,6 +36,12 @@ lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy sluicegate
 
+collector: $(STAMP) ## Build the OpenTelemetry Collector (ocb, pinned) into .cache/otelcol
+	$(BIN)/python -c "from pathlib import Path; from sluicegate.ops.stack.collector import build_collector as b; print(b(Path('.cache'), progress=print))"
+
+bench-tracing: $(STAMP) ## What the tracing hooks cost per request: absent, off, on
+	$(BIN)/sluicegate bench-tracing
+
 up: $(STAMP) ## Start the local stack in the background
 	$(BIN)/sluicegate up
 
@@ -52,4 +58,4 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test bench lint up down status clean distclean
+.PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing

@@ -20,6 +20,7 @@ from rich.table import Table
 from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, TelemetryEvent
 
 from .cli_bench import bench
+from .cli_observability import register as register_observability
 from .stack.process import StackError
 from .stack.stack import LocalStack, StackSettings
 
@@ -55,9 +56,16 @@ def up(
     model: Annotated[
         list[str] | None, typer.Option(help="Serve only these models (repeatable).")
     ] = None,
+    observability: Annotated[
+        bool,
+        typer.Option(help="Also run an OpenTelemetry Collector; trace Triton and the workers."),
+    ] = False,
 ) -> None:
     """Start Kafka, Triton and one worker per model in the background (state in .state/)."""
-    stack = LocalStack(StackSettings(), progress=console.log)
+    settings = StackSettings()
+    if observability:
+        settings = settings.model_copy(update={"observability": True})
+    stack = LocalStack(settings, progress=console.log)
     try:
         stack.up(models=model)
     except StackError as exc:
@@ -164,6 +172,7 @@ def worker(
     from sluicegate.workers.engine import Worker
 
     from .backends import make_backend
+    from .cli_observability import start_telemetry as setup
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -182,7 +191,11 @@ def worker(
         finally:
             await backend.close()
 
-    asyncio.run(serve())
+    telemetry = setup(f"sg-worker-{model}")  # from OTEL_*; off unless they say where to send
+    try:
+        asyncio.run(serve())
+    finally:
+        telemetry.shutdown()
 
 
 # -- clients ------------------------------------------------------------------
@@ -237,10 +250,15 @@ def submit(
                 return None
             return await client.submit(request, timeout=timeout)
 
+    from .cli_observability import start_telemetry as setup
+
+    telemetry = setup("sg-client")  # from OTEL_*; off unless they say where to send
     try:
         result = asyncio.run(go())
     except ResultTimeout as exc:
         raise _fail(str(exc)) from None
+    finally:
+        telemetry.shutdown()
     if result is None:
         console.print(f"sent {request.request_id}")
         return
@@ -269,15 +287,31 @@ def schema_dump(
 def demo(
     count: Annotated[int, typer.Option(help="Requests in the mixed stream.")] = 36,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all results.")] = 300.0,
+    observability: Annotated[
+        bool, typer.Option(help="Trace everything into a local collector (`sluicegate trace`).")
+    ] = False,
 ) -> None:
     """Bring the stack up, run a mixed stream of OCR / embedding / doc-match requests, tear down."""
+    from .cli_observability import start_telemetry as setup
     from .demo import run_demo
+    from .stack.collector import otel_env
 
+    settings = StackSettings().model_copy(update={"observability": observability})
+    collector = LocalStack(settings).collector.config
+    env = otel_env(collector, service="sg-client", prometheus_port=None) if observability else {}
+    telemetry = setup("sg-client", env=env if observability else None)
     try:
-        code = run_demo(StackSettings(), count=count, timeout=timeout)
+        code = run_demo(settings, count=count, timeout=timeout)
     except StackError as exc:
         raise _fail(str(exc)) from None
+    finally:
+        telemetry.shutdown()
+    if observability:
+        console.print(f"traces: {collector.traces_file}; read one with `sluicegate trace ID`")
     raise typer.Exit(code=code)
+
+
+register_observability(app)
 
 
 def main() -> None:

@@ -18,8 +18,10 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry.trace import TracerProvider
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.schemas import tracing
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult
@@ -53,10 +55,21 @@ def new_request_id() -> str:
 
 
 class Client:
-    """Produces requests and correlates results. Start it before use (or `async with`)."""
+    """Produces requests and correlates results. Start it before use (or `async with`).
 
-    def __init__(self, *, settings: ClientSettings | None = None) -> None:
+    Every request is sent under a `send <topic>` PRODUCER span (a child of the
+    caller's current span, or a new trace) whose W3C context travels in the
+    record's `traceparent` header. `tracer_provider` defaults to the global one.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ClientSettings | None = None,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self._settings = settings or ClientSettings()
+        self._tracer = tracing.get_tracer(tracer_provider)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -142,9 +155,10 @@ class Client:
                 "created_ms": request.created_ms or time.time_ns() // 1_000_000,
             }
         )
-        await self._producer.send_and_wait(
-            self.topic_for(sent), encode(sent), key=sent.request_id.encode(), headers=headers()
-        )
+        topic, key = self.topic_for(sent), sent.request_id.encode()
+        with tracing.producer_span(self._tracer, topic, key=key, request_id=sent.request_id):
+            hdrs = tracing.inject(headers())
+            await self._producer.send_and_wait(topic, encode(sent), key=key, headers=hdrs)
         return sent
 
     async def submit(

@@ -21,10 +21,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import INVALID_SPAN, Span, TracerProvider
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from sluicegate.schemas.catalog import lookup
-from sluicegate.schemas.codec import encode, headers, recover_request_id
+from sluicegate.schemas.codec import encode, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.errors import WireError
@@ -42,6 +44,7 @@ from .batcher import Batch, BudgetBatcher
 from .config import WorkerSettings
 from .errors import BackendError
 from .offsets import OffsetTracker
+from .tracing import WorkerObserver
 
 log = logging.getLogger("sluicegate.worker")
 
@@ -54,6 +57,8 @@ class _Answer:
     result: InferenceResult | None
     dlq: DeadLetter | None
     reply_to: str | None
+    span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
+    arrived: float | None = None  # engine clock, seconds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +66,7 @@ class _Job:
     record: Record
     admitted: Admitted
     arrived: float  # engine clock, seconds
+    span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
 
     @property
     def tp(self) -> TopicPartition:
@@ -77,6 +83,8 @@ class Worker:
         backend: InferenceBackend,
         clock: Callable[[], float] = time.monotonic,
         on_ready: Callable[[], object] | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self._settings = settings
         self._on_ready = on_ready
@@ -94,6 +102,14 @@ class Worker:
         self._max_in_flight_cost = settings.max_in_flight_cost or 8 * policy.budget
         self._fatal: BaseException | None = None
         self._answers = Answers(model=settings.model, pool=settings.pool, worker=self._name)
+        self._obs = WorkerObserver(
+            model=settings.model,
+            pool=settings.pool,
+            topic=self._topic,
+            budget=policy.budget,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -207,6 +223,12 @@ class Worker:
                 log.debug("paused fetching: %d pending, in-flight cost %d", pending, in_flight_cost)
         elif pending < 0.75 * limit_n and in_flight_cost < 0.75 * limit_cost:
             consumer.resume(*consumer.paused())
+        lag = self._offsets.lag({tp: consumer.highwater(tp) for tp in consumer.assignment()})
+        self._obs.sample(
+            in_flight_cost=in_flight_cost,
+            paused=len(consumer.paused()),
+            lag={tp.partition: n for tp, n in lag.items()},
+        )
         return bool(consumer.paused())
 
     async def _admit(self, records: list[Record]) -> None:
@@ -241,7 +263,12 @@ class Worker:
             if isinstance(outcome, WireError):
                 self._refuse_undecodable(rec, outcome)
                 continue
-            job = _Job(record=rec, admitted=outcome, arrived=now)
+            job = _Job(
+                record=rec,
+                admitted=outcome,
+                arrived=now,
+                span=self._obs.request_started(rec, outcome),
+            )
             req = outcome.request
             deadline = None
             if req.deadline_ms is not None:
@@ -335,7 +362,11 @@ class Worker:
         try:
             started = self._clock()
             jobs = batch.items
-            outcomes = await self._infer_isolating([job.admitted.inputs for job in jobs])
+            span = self._obs.batch_started(
+                [job.span for job in jobs], [(started - job.arrived) * 1000 for job in jobs]
+            )
+            with self._obs.backend_call(span):
+                outcomes = await self._infer_isolating([job.admitted.inputs for job in jobs])
             compute_ms = (self._clock() - started) * 1000
         finally:
             self._in_flight_batches -= 1
@@ -356,12 +387,18 @@ class Worker:
                     request, Status.ERROR, outcome.code, str(outcome), timings
                 )
                 dlq = None if outcome.retriable else dead_letter(job.record, outcome, "infer")
-                answers.append(_Answer(job.record, result, dlq, request.reply_to))
+                answers.append(
+                    _Answer(job.record, result, dlq, request.reply_to, job.span, job.arrived)
+                )
             else:
                 ok = self._answers.result(request, Status.OK, outputs=outcome, timings=timings)
-                answers.append(_Answer(job.record, ok, None, request.reply_to))
+                answers.append(
+                    _Answer(job.record, ok, None, request.reply_to, job.span, job.arrived)
+                )
+        errors = [o.code for o in outcomes if isinstance(o, BackendError)]
+        event = self._batch_event(batch, compute_ms, started, span, errors)
         # One task per batch: results produced together, acks awaited together.
-        self._spawn(self._emit(answers, self._batch_event(batch, compute_ms, started)))
+        self._spawn(self._emit(answers, (event, span)))
 
     async def _infer_isolating(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
         """Infer a batch; if the backend refuses it, bisect so one poison input fails alone."""
@@ -394,14 +431,16 @@ class Worker:
         rid = recover_request_id(rec.value, rec.key)
         result = None if rid is None else self._answers.undecodable(rid, exc.code, str(exc))
         log.warning("refused record %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.code)
-        self._spawn(self._emit([_Answer(rec, result, dead_letter(rec, exc, "admit", rid), None)]))
-
-    def _answer(self, job: _Job, result: InferenceResult, dlq: DeadLetter | None = None) -> None:
-        answer = _Answer(job.record, result, dlq, job.admitted.request.reply_to)
+        span = self._obs.refused(rec, rid, exc.code)
+        answer = _Answer(rec, result, dead_letter(rec, exc, "admit", rid), None, span, None)
         self._spawn(self._emit([answer]))
 
+    def _answer(self, job: _Job, result: InferenceResult, dlq: DeadLetter | None = None) -> None:
+        reply_to = job.admitted.request.reply_to
+        self._spawn(self._emit([_Answer(job.record, result, dlq, reply_to, job.span, job.arrived)]))
+
     async def _emit(
-        self, answers: list[_Answer], batch_event: TelemetryEvent | None = None
+        self, answers: list[_Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
     ) -> None:
         """Produce results (and DLQ records); mark offsets done once all are acked.
 
@@ -412,14 +451,13 @@ class Worker:
         sends = []
         for a in answers:
             if a.result is not None:
-                sends.append(
-                    await self._producer.send(
-                        a.reply_to or topics.results,
-                        encode(a.result),
-                        key=a.result.request_id.encode(),
-                        headers=headers(),
+                topic = a.reply_to or topics.results
+                with self._obs.result_send(a.span, topic, a.result) as hdrs:
+                    sends.append(
+                        await self._producer.send(
+                            topic, encode(a.result), key=a.result.request_id.encode(), headers=hdrs
+                        )
                     )
-                )
             if a.dlq is not None:
                 rec = a.record
                 sends.append(
@@ -432,16 +470,27 @@ class Worker:
                 )
         await asyncio.gather(*sends)
         events = [] if batch_event is None else [batch_event]
+        now = self._clock()
         for a in answers:
             self._offsets.done(TopicPartition(a.record.topic, a.record.partition), a.record.offset)
+            process_s = 0.0 if a.arrived is None else now - a.arrived
+            self._obs.answered(a.span, a.result, process_s=process_s)
             if a.result is not None:
                 self.results_produced += 1
-                events.append(self._answers.request_event(a.result))
+                events.append((self._answers.request_event(a.result), a.span))
         await self._send_telemetry(events)
 
     # -- telemetry --------------------------------------------------------
 
-    def _batch_event(self, batch: Batch[_Job], compute_ms: float, started: float) -> TelemetryEvent:
+    def _batch_event(
+        self, batch: Batch[_Job], compute_ms: float, started: float, span: Span, errors: list[str]
+    ) -> TelemetryEvent:
+        event = self._answers.batch_event(
+            [job.admitted.cost for job in batch.items],
+            padded_cost=batch.padded_cost,
+            queue_ms=max(started - a for a in batch.arrivals) * 1000,
+            compute_ms=compute_ms,
+        )
         log.info(
             "batch of %d (padded cost %d, real %d, %.0f%% padding) in %.0f ms",
             len(batch),
@@ -450,15 +499,23 @@ class Worker:
             100 * batch.padding_waste,
             compute_ms,
         )
-        return self._answers.batch_event(
-            [job.admitted.cost for job in batch.items],
+        self._obs.batch_finished(
+            span,
+            size=len(batch),
+            tokens=event.tokens or 0,
+            pixels=event.pixels or 0,
             padded_cost=batch.padded_cost,
-            queue_ms=max(started - a for a in batch.arrivals) * 1000,
-            compute_ms=compute_ms,
+            padding=batch.padding_waste,
+            backend_s=compute_ms / 1000,
+            errors=errors,
         )
+        return event
 
-    async def _send_telemetry(self, events: list[TelemetryEvent]) -> None:
-        """Append `events` to one record batch for one partition (cheaper than one send each)."""
+    async def _send_telemetry(self, events: list[tuple[TelemetryEvent, Span]]) -> None:
+        """Append `events` to one record batch for one partition (cheaper than one send each).
+
+        Best effort: it never holds back a commit. Each record carries its span's context.
+        """
         assert self._producer is not None
         topic = self._settings.topics.telemetry
         pending = list(events)
@@ -466,13 +523,14 @@ class Worker:
             builder = self._producer.create_batch()
             appended = 0
             while pending:
-                value = encode(pending[0])
-                if builder.append(key=None, value=value, timestamp=None, headers=headers()) is None:
+                event, span = pending[0]
+                value, hdrs = encode(event), self._obs.telemetry_headers(span)
+                if builder.append(key=None, value=value, timestamp=None, headers=hdrs) is None:
                     break
                 pending.pop(0)
                 appended += 1
             if appended == 0:  # larger than a whole record batch: cannot be sent
-                log.warning("dropped a %d-byte telemetry event", len(encode(pending.pop(0))))
+                log.warning("dropped a %d-byte telemetry event", len(encode(pending.pop(0)[0])))
                 continue
             partitions = sorted(await self._producer.partitions_for(topic))
             self._telemetry_turn += 1

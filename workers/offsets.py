@@ -54,3 +54,17 @@ class OffsetTracker(Generic[P]):
             self._pending.pop(partition, None)
             self._high.pop(partition, None)
             self._committed.pop(partition, None)
+
+    def lag(self, highwater: dict[P, int | None]) -> dict[P, int]:
+        """Records not yet answered per partition: high watermark minus the lowest unanswered.
+
+        Partitions with no known high watermark, or not read yet, are left out.
+        """
+        out: dict[P, int] = {}
+        for partition, high in highwater.items():
+            if high is None or partition not in self._high:
+                continue
+            pending = self._pending.get(partition)
+            low = min(pending) if pending else self._high[partition]
+            out[partition] = max(0, high - low)
+        return out

@@ -26,8 +26,9 @@ from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 from sluicegate.streams.topology import default_topics, ensure_topics
 
 from ..models.build import build_repository
+from .collector import CollectorConfig, LocalCollector, otel_env, triton_trace_args
 from .kafka import KafkaLocalConfig, LocalKafka
-from .process import ManagedProcess, StackError, pid_alive, port_is_open, wait_until
+from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .triton import LocalTriton, TritonLocalConfig
 
 Progress = Callable[[str], None]
@@ -49,6 +50,12 @@ class StackSettings(BaseSettings):
     triton_metrics_port: int = 8002
     models: list[str] = Field(default_factory=lambda: list(CATALOG))
     topics: TopicSettings = TopicSettings()
+    # `up --observability`: an OpenTelemetry Collector; Triton and workers trace into it.
+    observability: bool = False
+    otlp_grpc_port: int = 4317
+    otlp_http_port: int = 4318
+    # OTLP/gRPC endpoint the collector forwards to (e.g. a Jaeger), if any.
+    otlp_forward: str | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -85,6 +92,16 @@ class LocalStack:
             )
         )
         self.repository = cache / "model-repository"
+        self.collector = LocalCollector(
+            CollectorConfig(
+                state_dir=state / "otelcol",
+                cache_dir=cache,
+                grpc_port=settings.otlp_grpc_port,
+                http_port=settings.otlp_http_port,
+                forward_endpoint=settings.otlp_forward,
+            )
+        )
+        traced = triton_trace_args(self.collector.config) if settings.observability else ()
         self.triton = LocalTriton(
             TritonLocalConfig(
                 repository=self.repository,
@@ -93,9 +110,11 @@ class LocalStack:
                 http_port=settings.triton_http_port,
                 grpc_port=settings.triton_grpc_port,
                 metrics_port=settings.triton_metrics_port,
+                extra_args=traced,
             )
         )
         self.state_dir = state
+        self.metrics_ports: dict[str, int] = {}  # worker model -> its Prometheus port
 
     def worker(self, model: str) -> ManagedProcess:
         return ManagedProcess(name=f"worker-{model}", state_dir=self.state_dir / "workers")
@@ -112,6 +131,10 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         started: list[Callable[[], object]] = []
         try:
+            if s.observability and not self.collector.is_running():
+                self._say(f"starting the OpenTelemetry Collector on :{s.otlp_grpc_port} (OTLP)")
+                self.collector.start(progress=self._say)
+                started.append(self.collector.stop)
             if not self.kafka.is_running():
                 self._say(f"starting Kafka on {s.bootstrap_servers}")
                 self.kafka.start(progress=self._say)
@@ -148,12 +171,17 @@ class LocalStack:
     def _start_worker(self, model: str) -> None:
         s = self.settings
         self.ready_file(model).unlink(missing_ok=True)
-        env = _child_env(
-            {
-                "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
-                "SLUICEGATE_TRITON__URL": s.triton_url,
-            }
-        )
+        extra = {
+            "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "SLUICEGATE_TRITON__URL": s.triton_url,
+        }
+        if s.observability:
+            port = free_port()
+            extra |= otel_env(
+                self.collector.config, service=f"sg-worker-{model}", prometheus_port=port
+            )
+            self.metrics_ports[model] = port
+        env = _child_env(extra)
         self._say(f"starting the {model} worker")
         self.worker(model).start(
             [
@@ -173,13 +201,19 @@ class LocalStack:
 
     def _write_manifest(self, models: Sequence[str]) -> None:
         s = self.settings
-        manifest = {
+        manifest: dict[str, object] = {
             "bootstrap_servers": s.bootstrap_servers,
             "triton_grpc": s.triton_url,
             "triton_http": f"127.0.0.1:{s.triton_http_port}",
             "triton_metrics": f"127.0.0.1:{s.triton_metrics_port}",
             "models": list(models),
         }
+        if s.observability:
+            manifest["otlp_grpc"] = self.collector.config.otlp_grpc_endpoint
+            manifest["traces_file"] = str(self.collector.config.traces_file)
+            manifest["worker_metrics"] = {
+                m: f"http://127.0.0.1:{p}/metrics" for m, p in self.metrics_ports.items()
+            }
         (self.state_dir / "stack.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     def manifest_models(self) -> list[str]:
@@ -207,6 +241,16 @@ class LocalStack:
                 f"{s.triton_url} (gRPC), :{s.triton_http_port} (HTTP)",
             ),
         ]
+        if s.observability or self.collector.is_running():
+            parts.append(
+                PartStatus(
+                    "otel collector",
+                    _pid(self.collector.is_running, "otelcol", self.state_dir / "otelcol"),
+                    port_is_open("127.0.0.1", s.otlp_grpc_port),
+                    f"{self.collector.config.otlp_grpc_endpoint} (OTLP), "
+                    f"{self.collector.config.traces_file}",
+                )
+            )
         for model in self.manifest_models():
             proc = self.worker(model)
             pid = proc.pid()
@@ -230,6 +274,8 @@ class LocalStack:
             self.ready_file(model).unlink(missing_ok=True)
         if self.triton.stop():
             stopped.append("triton")
+        if self.collector.stop():
+            stopped.append("otel collector")
         if self.kafka.stop():
             stopped.append("kafka")
         return stopped

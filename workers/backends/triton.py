@@ -17,9 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from opentelemetry.trace import TracerProvider
 from tritonclient.utils import InferenceServerException
 
+from sluicegate.schemas.tracing import get_tracer
+
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
+from ..tracing import grpc_client_span
 from .base import ModelInputs, Outputs
 from .triton_shm import ShmPool
 
@@ -103,8 +107,10 @@ class TritonBackend:
         timeout_s: float = 60.0,
         transport: Transport = "grpc",
         shm_slots: int = 4,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._url = url
+        self._tracer = get_tracer(tracer_provider)
         self._timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url)
         self._shm = (
@@ -118,11 +124,17 @@ class TritonBackend:
         if io is None:
             raise BackendRejected(f"the Triton backend has no tensor mapping for model {model!r}")
         requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
+        span = grpc_client_span(self._tracer, url=self._url, model=model, batch_size=len(batch))
         try:
             async with self._inputs(io.build(batch)) as inputs:
-                response = await self._client.infer(
-                    model, inputs, outputs=requested, client_timeout=self._timeout_s
-                )
+                with span as metadata:  # carries traceparent when tracing is on
+                    response = await self._client.infer(
+                        model,
+                        inputs,
+                        outputs=requested,
+                        client_timeout=self._timeout_s,
+                        headers=metadata or None,
+                    )
         except InferenceServerException as exc:
             if self._shm is not None and "shared memory" in (exc.message() or "").lower():
                 # A restarted Triton has forgotten our regions: register them
