@@ -102,8 +102,11 @@ async def test_shm_regions_are_registered_grown_and_released(stack: LocalStack) 
             normalise("Order number 77812 confirmed")
         ] * 3
         status = await probe.get_system_shared_memory_status(as_json=True)
-        sizes = [int(r["byte_size"]) for n, r in status.get("regions", {}).items() if n in mine]
-        assert sizes == [1 << 22]
+        ours = {n: r for n, r in status.get("regions", {}).items() if n not in before}
+        # The grown region replaces the first under a new name (Triton may
+        # still hold the old one for a moment; it is released then or at close).
+        assert 1 << 22 in {int(r["byte_size"]) for r in ours.values()}
+        mine = set(mine) | set(ours)
     finally:
         await backend.close()
     status = await probe.get_system_shared_memory_status(as_json=True)

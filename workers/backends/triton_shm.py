@@ -59,6 +59,10 @@ class ShmPool:
         self._prefix = f"sg-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._free: asyncio.Queue[ShmSlot] = asyncio.Queue()
         self._all: dict[str, ShmSlot] = {}
+        # Names Triton may still hold: it releases a region a moment after
+        # answering, so an unregister right then fails "in use"; retried at close.
+        self._stale: set[str] = set()
+        self._generation = 0
         for i in range(slots):
             name = f"{self._prefix}-{i}"
             self._free.put_nowait(ShmSlot(name=name, key=f"/{name}", size=0, handle=None))
@@ -85,18 +89,29 @@ class ShmPool:
             self._free.put_nowait(slot)
 
     async def _grow(self, slot: ShmSlot, need: int) -> None:
-        if slot.handle is not None:
-            await self._unregister(slot.name)
+        """Replace `slot`'s region by a larger one under a new name (Triton may hold the old)."""
+        old = slot.name if slot.handle is not None else None
         self._drop(slot)
+        self._generation += 1
+        name = f"{slot.name.split('.g', 1)[0]}.g{self._generation}"
         size = max(_MIN_REGION, 1 << (need - 1).bit_length())
-        handle = shm.create_shared_memory_region(slot.name, slot.key, size, create_only=True)
+        handle = shm.create_shared_memory_region(name, f"/{name}", size, create_only=True)
         try:
-            await self._register(slot.name, slot.key, size)
+            await self._register(name, f"/{name}", size)
         except BaseException:
             shm.destroy_shared_memory_region(handle)
             raise
-        slot.handle, slot.size = handle, size
+        slot.name, slot.key, slot.handle, slot.size = name, f"/{name}", handle, size
         self._all[slot.name] = slot
+        if old is not None:
+            await self._release(old)
+
+    async def _release(self, name: str) -> None:
+        try:
+            await self._unregister(name)
+            self._stale.discard(name)
+        except Exception:  # "in use" for a moment after an answer, or Triton gone
+            self._stale.add(name)
 
     def _drop(self, slot: ShmSlot) -> None:
         if slot.handle is not None:
@@ -112,6 +127,7 @@ class ShmPool:
     async def close(self) -> None:
         """Unregister and unlink every region (idempotent)."""
         for slot in list(self._all.values()):
-            with contextlib.suppress(Exception):  # Triton may be gone already
-                await self._unregister(slot.name)
+            await self._release(slot.name)
             self._drop(slot)
+        for name in list(self._stale):
+            await self._release(name)
