@@ -19,6 +19,7 @@ from rich.table import Table
 
 from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, TelemetryEvent
 
+from .cli_topics import topics_app
 from .stack.process import StackError
 from .stack.stack import LocalStack, StackSettings
 
@@ -37,6 +38,7 @@ schema_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(schema_app, name="schema")
+app.add_typer(topics_app, name="topics")
 console = Console(stderr=True)
 
 
