@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Go validators built by the `tools` target (see the end of this file).
+TOOLS := .cache/bin/composecheck
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +27,7 @@ venv: $(STAMP) ## Create .venv with everything installed (idempotent)
 demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + workers)
 	$(BIN)/sluicegate demo
 
-test: $(STAMP) ## Run unit and integration tests (starts a real Kafka and Triton)
+test: $(STAMP) $(TOOLS) ## Run unit and integration tests (starts a real Kafka and Triton)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff + mypy --strict
@@ -49,4 +51,27 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test lint up down status clean distclean
+.PHONY: help venv demo test lint up down status clean distclean tools export-venv
+
+EXPORT_VENV := .cache/export-venv
+EXPORT_STAMP := $(EXPORT_VENV)/.installed
+
+$(EXPORT_STAMP): ops/requirements/export.txt
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install -q -U pip
+	$(EXPORT_VENV)/bin/pip install -q -r ops/requirements/export.txt
+	touch $@
+
+export-venv: $(EXPORT_STAMP) ## Create the torch export venv in .cache/export-venv (large: CUDA torch)
+
+# Go tools (compose / Kubernetes validators): modules and build cache under .cache/,
+# bounded in time; `go.sum` pins every module.
+GO ?= go
+GOENV := GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build GOFLAGS=-modcacherw GOTOOLCHAIN=local
+GO_TIMEOUT ?= 600
+
+.cache/bin/%: ops/tools/%/main.go ops/tools/%/go.mod ops/tools/%/go.sum
+	@command -v $(GO) >/dev/null || { echo "Go 1.24+ is needed to build $* (Debian: apt-get install golang)"; exit 1; }
+	cd ops/tools/$* && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -o $(CURDIR)/$@ .
+
+tools: $(TOOLS) ## Build the Go validators (compose, Kubernetes) into .cache/bin
