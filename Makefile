@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Go validators built by the `tools` target (see the end of this file).
-TOOLS := .cache/bin/composecheck
+TOOLS := .cache/bin/composecheck .cache/bin/k8scheck
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,9 +74,10 @@ models-eval: models-variants ## Accuracy vs fp32 + latency per variant -> models
 # bounded in time; `go.sum` pins every module.
 GO ?= go
 GOENV := GOMODCACHE=$(CURDIR)/.cache/go/mod GOCACHE=$(CURDIR)/.cache/go/build GOFLAGS=-modcacherw GOTOOLCHAIN=local
-GO_TIMEOUT ?= 600
+GO_TIMEOUT ?= 900
 
-.cache/bin/%: ops/tools/%/main.go ops/tools/%/go.mod ops/tools/%/go.sum
+.SECONDEXPANSION:
+.cache/bin/%: $$(wildcard ops/tools/$$*/*.go) ops/tools/%/go.mod ops/tools/%/go.sum
 	@command -v $(GO) >/dev/null || { echo "Go 1.24+ is needed to build $* (Debian: apt-get install golang)"; exit 1; }
 	cd ops/tools/$* && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -o $(CURDIR)/$@ .
 

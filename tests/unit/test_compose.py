@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from ..cli_check import cli_error as _cli_error
+from ..tooling import cli_error as _cli_error
+from ..tooling import go_tool
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"
-CHECKER = REPO / ".cache" / "bin" / "composecheck"
 
 # Every combination a user is told to run. Its services' commands are checked.
 COMBINATIONS: dict[str, tuple[str, ...]] = {
@@ -47,14 +47,8 @@ PENDING: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 }
 
 
-@cache
 def _checker() -> Path:
-    if not CHECKER.is_file():
-        done = subprocess.run(
-            ["make", "-s", "tools"], cwd=REPO, capture_output=True, text=True, timeout=900
-        )
-        assert done.returncode == 0, f"`make tools` failed:\n{done.stdout}\n{done.stderr}"
-    return CHECKER
+    return go_tool("composecheck")
 
 
 @cache

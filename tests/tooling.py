@@ -1,7 +1,10 @@
-"""Does `sluicegate ARGS` parse? Checked against the real typer app, options included."""
+"""Test helpers: the Go validators in .cache/bin, and whether `sluicegate ARGS` parses."""
 
 from __future__ import annotations
 
+import subprocess
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import typer.main
@@ -30,3 +33,19 @@ def cli_error(args: list[str]) -> str | None:
     except UsageError as exc:
         return str(exc.format_message())
     return None
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@cache
+def go_tool(name: str) -> Path:
+    """`.cache/bin/<name>`, built by `make tools` first if missing (fails loudly if it cannot)."""
+    path = REPO / ".cache" / "bin" / name
+    if not path.is_file():
+        done = subprocess.run(
+            ["make", "-s", "tools"], cwd=REPO, capture_output=True, text=True, timeout=1800
+        )
+        assert done.returncode == 0, f"`make tools` failed:\n{done.stdout}\n{done.stderr}"
+    assert path.is_file(), f"`make tools` did not build {path}"
+    return path
