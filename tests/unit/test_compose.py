@@ -229,3 +229,6 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and not users[-1].startswith(("root", "0:", "0")), users
     assert _dockerfile_entrypoint(REPO / "Dockerfile") == ["sluicegate"]
+    # The context is the repository root: the multi-GB caches must stay out of it.
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert {".venv", ".cache", ".state"} <= set(ignored)
