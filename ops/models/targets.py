@@ -73,7 +73,7 @@ def variant_files(variants_dir: Path, variant: Variant) -> VariantFiles:
     """Paths of one variant under `variants_dir` (the layout `models variants` writes).
 
     Two measured exceptions (models/report.md): the PP-OCRv4 detector loses
-    text at fp16 (its CER went from 0.3 % to 13-50 %), so the fp16 variant
+    text at fp16 (its CER went from 0.5 % to 13-50 %), so the fp16 variant
     keeps the detector in fp32 (`fp16-det` is the all-fp16 pair, for the
     report); and the OCR models have one int8 flavour (dynamic).
     """
