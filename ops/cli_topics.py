@@ -61,7 +61,7 @@ def apply(
         run = plan_topics if dry_run else apply_topics
         plan = asyncio.run(run(kafka, desired))
     except (TopicSpecError, ProvisionError) as exc:
-        _err.print(f"[red]error:[/] {exc}")
+        _err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(code=1) from None
     _print(plan)
     verb = "would change" if dry_run else "changed"

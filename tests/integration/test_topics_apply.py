@@ -144,5 +144,29 @@ def test_cli_dry_run_prints_the_diff_then_apply_converges(
         second = run()
         assert second.returncode == 0, second.stderr
         assert second.stdout.count("= ") == len(names) and "+" not in second.stdout
+        # Fewer partitions than the topic has: reported with `!`, exit 3, nothing changed.
+        spec["topics"][0]["partitions"] = 1
+        path.write_text(yaml.safe_dump(spec))
+        blocked = run()
+        assert blocked.returncode == 3, blocked.stdout + blocked.stderr
+        assert f"! {names[0]}: has 3 partitions, file says 1" in blocked.stdout
+        # A file the cluster cannot satisfy names the fix and exits 1.
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sluicegate",
+                "topics",
+                "apply",
+                "--dry-run",
+                str(REPO / "ops" / "k8s" / "topics.yaml"),
+            ],
+            env=stack_env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert refused.returncode == 1 and "lower it in the topic file" in refused.stderr
     finally:
         asyncio.run(delete_topics(kafka, names))
