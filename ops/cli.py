@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,7 +21,9 @@ from rich.table import Table
 from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, TelemetryEvent
 
 from .cli_bench import bench
+from .cli_models import register_model_commands
 from .cli_observability import register as register_observability
+from .cli_topics import topics_app
 from .stack.process import StackError
 from .stack.stack import LocalStack, StackSettings
 
@@ -40,6 +43,8 @@ schema_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(schema_app, name="schema")
 app.command()(bench)
+app.add_typer(topics_app, name="topics")
+register_model_commands(models_app)
 console = Console(stderr=True)
 
 
@@ -115,19 +120,38 @@ def broker() -> None:
 
 
 @app.command()
-def triton() -> None:
+def triton(
+    repository: Annotated[
+        Path | None,
+        typer.Option(help="Serve this prebuilt repository (manifest checked) instead of building."),
+    ] = None,
+    model_config_name: Annotated[
+        str | None, typer.Option(help="Load configs/<name>.pbtxt where a model has one.")
+    ] = None,
+) -> None:
     """Build the model repository and run only Triton in the foreground until Ctrl-C."""
-    from .models.build import build_repository
+    from .models.build import build_repository, verify_repository
+    from .models.manifest import ManifestError
+    from .stack.triton import LocalTriton
 
     stack = LocalStack(StackSettings(), progress=console.log)
+    server = stack.triton
+    extra = (f"--model-config-name={model_config_name}",) if model_config_name else ()
+    if repository is not None or extra:
+        config = replace(
+            server.config, repository=(repository or stack.repository).absolute(), extra_args=extra
+        )
+        server = LocalTriton(config)
     try:
-        build_repository(stack.repository, progress=console.log)
-        stack.triton.start()
-    except StackError as exc:
+        if repository is None:
+            build_repository(stack.repository, progress=console.log)
+        verify_repository(server.config.repository)
+        server.start()
+    except (StackError, ManifestError) as exc:
         raise _fail(str(exc)) from None
-    console.print(f"Triton ready on {stack.settings.triton_url} (gRPC); Ctrl-C stops it")
+    console.print(f"Triton ready on {server.grpc_url} (gRPC); Ctrl-C stops it")
     _wait_for_signal()
-    stack.triton.stop()
+    server.stop()
 
 
 def _wait_for_signal() -> None:
@@ -143,12 +167,33 @@ def models_build(
     dest: Annotated[
         Path | None, typer.Option(help="Repository dir (default .cache/model-repository).")
     ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="cpu, a100 or mi200 (repeatable: configs/<target>.pbtxt for each, "
+            "served with `--model-config-name <target>`; the first is the default)."
+        ),
+    ] = None,
+    variants: Annotated[
+        Path, typer.Option(help="Where `models variants` wrote the fp16/int8/bf16 ONNX files.")
+    ] = Path(".cache/model-variants"),
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-hash every artifact against the manifest.")
+    ] = False,
 ) -> None:
-    """Generate the Triton model repository for the local CPU stack."""
-    from .models.build import build_repository
+    """Generate the Triton model repository (default: the cpu target the local stack runs)."""
+    from .models.build import build_repository, verify_repository
+    from .models.manifest import ManifestError
 
-    target = dest or LocalStack(StackSettings()).repository
-    path = build_repository(target, progress=console.log)
+    path = dest or LocalStack(StackSettings()).repository
+    try:
+        path = build_repository(
+            path, targets=target or ["cpu"], variants=variants, progress=console.log
+        )
+        if verify:
+            console.log(f"manifest verified: {', '.join(verify_repository(path))}")
+    except (StackError, ManifestError) as exc:
+        raise _fail(str(exc)) from None
     console.print(f"model repository ready: {path}")
 
 

@@ -1,18 +1,24 @@
-"""Writes the Triton model repository for the three reference models.
+"""Writes the Triton model repository for the three reference models, per target.
 
-``build_repository(dest)`` produces::
+``build_repository(dest, targets=("cpu",))`` produces::
 
     dest/
-      .sluicegate-manifest.json       hash of everything below; skip the build if equal
-      text-embed/config.pbtxt          backend "python", absolute weight paths in parameters
+      .sluicegate-manifest.json       build digest + sha256 of every artifact, per model
+      text-embed/config.pbtxt          the first target's config
+      text-embed/configs/<target>.pbtxt  one per target (`--model-config-name <target>`)
       text-embed/1/model.py            re-exports sluicegate.ops.models.backends.text_embed
+      text-embed/1/*.onnx              GPU targets only: the variant that target runs
       ocr/...                          (backends.ocr)
       doc-match/...                    (backends.doc_match)
+      minilm-encoder/1/model.onnx      a100 only: the bare encoder on the onnxruntime backend
 
-The model code stays in the package (typed, linted, tested); ``model.py`` is
-one import. Weights are not copied: they are read from the installed
-packages (``ops/requirements/models.txt``), whose paths the configs record.
-The build is atomic: a new repository is written beside `dest` and swapped in.
+Targets (:mod:`.targets`): ``cpu`` is what the local stack runs (Python
+backend, ONNX Runtime on the CPU, weights read in place from the installed
+model packages, whose paths the configs record); ``a100`` and ``mi200`` copy
+the fp16 variants (``sluicegate models variants``) into the repository and
+name their execution providers. The model code stays in the package (typed,
+linted, tested); ``model.py`` is one import. The build is atomic: a new
+repository is written beside `dest` and swapped in.
 """
 
 from __future__ import annotations
@@ -29,12 +35,22 @@ from pathlib import Path
 
 from sluicegate.ops.stack.process import StackError
 
-__all__ = ["MANIFEST_NAME", "MODEL_NAMES", "build_repository", "model_names", "weight_paths"]
+from .manifest import MANIFEST_NAME, artifact_entries, verify_repository
+from .targets import TARGETS, TargetSpec, variant_files
 
-MANIFEST_NAME = ".sluicegate-manifest.json"
+__all__ = [
+    "MANIFEST_NAME",
+    "MODEL_NAMES",
+    "build_repository",
+    "model_names",
+    "verify_repository",
+    "weight_paths",
+]
+
 MODEL_NAMES = ("text-embed", "ocr", "doc-match")
 # Bump when the layout or the rendering below changes in a way the hash would miss.
-_FORMAT = 1
+_FORMAT = 2
+_VARIANTS_HINT = "build them with `sluicegate models variants` (needs `make export-venv`)"
 _INTRA_OP_THREADS = 2
 _INSTALL_HINT = (
     "install the model packages with "
@@ -57,6 +73,9 @@ class _Model:
     inputs: tuple[_Tensor, ...]
     outputs: tuple[_Tensor, ...]
     parameters: tuple[tuple[str, str], ...]
+    backend: str = "python"
+    # Files copied into the repository: (path relative to the model dir, source).
+    copies: tuple[tuple[str, Path], ...] = ()
 
 
 def _string(name: str) -> _Tensor:
@@ -88,20 +107,46 @@ def weight_paths() -> dict[str, Path]:
     }
 
 
-def _models(weights: dict[str, Path]) -> tuple[_Model, ...]:
+def _target_weights(
+    weights: dict[str, Path], spec: TargetSpec, variants: Path | None
+) -> dict[str, Path]:
+    """The weight files `spec` runs: the shipped ones, or its variant's (to be copied)."""
+    if spec.variant is None:
+        return weights
+    if variants is None:
+        raise StackError(f"target {spec.name} needs the {spec.variant} variants; {_VARIANTS_HINT}")
+    files = variant_files(variants, spec.variant)
+    for path in (files.embed, files.det, files.rec):
+        if not path.is_file():
+            raise StackError(f"target {spec.name}: {path} is missing; {_VARIANTS_HINT}")
+    return {**weights, "embed_model": files.embed, "det_model": files.det, "rec_model": files.rec}
+
+
+def _models(weights: dict[str, Path], spec: TargetSpec) -> tuple[_Model, ...]:
     threads = ("intra_op_threads", str(_INTRA_OP_THREADS))
+    copy = spec.variant is not None
+    # Copied weights are referenced relative to the version folder ("$version/...")
+    # so a repository moves (a volume, another host) without rebuilding.
+    embed_file = ("1/encoder.onnx", weights["embed_model"])
+    det_file = ("1/ocr-det.onnx", weights["det_model"])
+    rec_file = ("1/ocr-rec.onnx", weights["rec_model"])
+
+    def where(file: tuple[str, Path]) -> str:
+        return f"$version/{Path(file[0]).name}" if copy else str(file[1])
+
     embed = (
-        ("model_path", str(weights["embed_model"])),
+        ("model_path", where(embed_file)),
         ("tokenizer_path", str(weights["tokenizer"])),
         ("max_tokens", "256"),  # sentence_bert_config.json max_seq_length
     )
     ocr = (
-        ("det_model_path", str(weights["det_model"])),
-        ("rec_model_path", str(weights["rec_model"])),
+        ("det_model_path", where(det_file)),
+        ("rec_model_path", where(rec_file)),
         ("rec_batch_size", "16"),
         ("max_det_pixels", str(4096 * 4096)),  # guards against thin images' huge upscale
     )
-    return (
+    extra = (("execution_providers", ",".join(spec.providers)),) if spec.providers else ()
+    models = [
         _Model(
             name="text-embed",
             module="text_embed",
@@ -111,7 +156,8 @@ def _models(weights: dict[str, Path]) -> tuple[_Model, ...]:
                 _Tensor("EMBEDDING", "TYPE_FP32", (384,)),
                 _Tensor("TOKENS", "TYPE_INT32", (1,)),
             ),
-            parameters=(*embed, threads),
+            parameters=(*embed, threads, *extra),
+            copies=(embed_file,) if copy else (),
         ),
         _Model(
             name="ocr",
@@ -119,7 +165,8 @@ def _models(weights: dict[str, Path]) -> tuple[_Model, ...]:
             max_batch_size=16,
             inputs=(_string("IMAGE"),),
             outputs=(_string("TEXT"), _Tensor("SCORE", "TYPE_FP32", (1,)), _string("LINES")),
-            parameters=(*ocr, threads),
+            parameters=(*ocr, threads, *extra),
+            copies=(det_file, rec_file) if copy else (),
         ),
         _Model(
             name="doc-match",
@@ -127,12 +174,32 @@ def _models(weights: dict[str, Path]) -> tuple[_Model, ...]:
             max_batch_size=16,
             inputs=(_string("IMAGE"), _string("TEXT")),
             outputs=(_string("OCR_TEXT"), _Tensor("SIMILARITY", "TYPE_FP32", (1,))),
-            parameters=(*ocr, *embed, threads),
+            parameters=(*ocr, *embed, threads, *extra),
+            copies=(det_file, rec_file, embed_file) if copy else (),
         ),
-    )
+    ]
+    if spec.onnxruntime_encoder:
+        ids = _Tensor("input_ids", "TYPE_INT64", (-1,))
+        models.append(
+            _Model(
+                name="minilm-encoder",
+                module="",
+                backend="onnxruntime",
+                max_batch_size=256,
+                inputs=(
+                    ids,
+                    _Tensor("attention_mask", "TYPE_INT64", (-1,)),
+                    _Tensor("token_type_ids", "TYPE_INT64", (-1,)),
+                ),
+                outputs=(_Tensor("last_hidden_state", "TYPE_FP32", (-1, 384)),),
+                parameters=(),
+                copies=(("1/model.onnx", weights["embed_model"]),),
+            )
+        )
+    return tuple(models)
 
 
-def _config_pbtxt(model: _Model) -> str:
+def _config_pbtxt(model: _Model, spec: TargetSpec) -> str:
     def tensors(items: Sequence[_Tensor]) -> str:
         rows = []
         for t in items:
@@ -140,21 +207,31 @@ def _config_pbtxt(model: _Model) -> str:
             rows.append(f'  {{ name: "{t.name}" data_type: {t.data_type} dims: [ {dims} ] }}')
         return ",\n".join(rows)
 
-    params = "\n".join(
-        f'parameters {{ key: "{key}" value: {{ string_value: {json.dumps(value)} }} }}'
+    params = "".join(
+        f'parameters {{ key: "{key}" value: {{ string_value: {json.dumps(value)} }} }}\n'
         for key, value in model.parameters
     )
+    optimization = ""
+    if model.backend == "onnxruntime" and spec.name == "a100":
+        # TensorRT at FP16 first; ONNX Runtime falls back to CUDA for what it cannot take.
+        optimization = (
+            "optimization { execution_accelerators { gpu_execution_accelerator: [ {\n"
+            '  name: "tensorrt"\n'
+            '  parameters { key: "precision_mode" value: "FP16" }\n'
+            '  parameters { key: "max_workspace_size_bytes" value: "4294967296" }\n'
+            "} ] } }\n"
+        )
     # No dynamic_batching: the worker's budget batcher forms the batches, and
     # Triton merging requests would pad past what the worker charged.
     return (
-        f"# Generated by sluicegate.ops.models.build; do not edit.\n"
+        f"# Generated by sluicegate.ops.models.build (target {spec.name}); do not edit.\n"
         f'name: "{model.name}"\n'
-        f'backend: "python"\n'
+        f'backend: "{model.backend}"\n'
         f"max_batch_size: {model.max_batch_size}\n"
         f"input [\n{tensors(model.inputs)}\n]\n"
         f"output [\n{tensors(model.outputs)}\n]\n"
-        f"instance_group [ {{ kind: KIND_CPU count: 1 }} ]\n"
-        f"{params}\n"
+        f"instance_group [ {{ kind: {spec.kind} count: 1 }} ]\n"
+        f"{optimization}{params}"
     )
 
 
@@ -167,62 +244,111 @@ def _model_py(model: _Model) -> str:
     )
 
 
-def _render(weights: dict[str, Path]) -> dict[str, str]:
-    files: dict[str, str] = {}
-    for model in _models(weights):
-        files[f"{model.name}/config.pbtxt"] = _config_pbtxt(model)
-        files[f"{model.name}/1/model.py"] = _model_py(model)
-    return files
+@dataclass
+class _Layout:
+    texts: dict[str, str]  # repository-relative path -> file content
+    copies: dict[str, Path]  # repository-relative path -> source file
+    external: dict[str, list[Path]]  # model -> weight files read in place
 
 
-def _digest(files: dict[str, str], weights: dict[str, Path]) -> str:
+def _render(
+    weights: dict[str, Path], specs: Sequence[TargetSpec], variants: Path | None
+) -> _Layout:
+    layout = _Layout({}, {}, {})
+    for index, spec in enumerate(specs):
+        for model in _models(_target_weights(weights, spec, variants), spec):
+            config = _config_pbtxt(model, spec)
+            if len(specs) > 1:
+                layout.texts[f"{model.name}/configs/{spec.name}.pbtxt"] = config
+            if index == 0 or f"{model.name}/config.pbtxt" not in layout.texts:
+                layout.texts[f"{model.name}/config.pbtxt"] = config
+            if model.backend == "python":
+                layout.texts[f"{model.name}/1/model.py"] = _model_py(model)
+            for rel, src in model.copies:
+                layout.copies[f"{model.name}/{rel}"] = src
+            refs = [Path(v) for _, v in model.parameters if v.startswith("/")]
+            layout.external.setdefault(model.name, [])
+            layout.external[model.name] += [p for p in refs if p not in layout.external[model.name]]
+    return layout
+
+
+def _digest(layout: _Layout) -> str:
     h = hashlib.sha256(f"format={_FORMAT}\n".encode())
-    for rel in sorted(files):
-        h.update(f"{rel}\n{files[rel]}\n".encode())
-    for key in sorted(weights):
-        st = weights[key].stat()
-        # Size and mtime stand in for the content: a reinstall changes both.
-        h.update(f"{key}={weights[key]}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for rel in sorted(layout.texts):
+        h.update(f"{rel}\n{layout.texts[rel]}\n".encode())
+    files = {**layout.copies, **{str(p): p for ps in layout.external.values() for p in ps}}
+    for key in sorted(files):
+        st = files[key].stat()
+        # Size and mtime stand in for the content here (the manifest has the sha256):
+        # a reinstall or a new variant changes both.
+        h.update(f"{key}={files[key]}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def _is_current(dest: Path, digest: str, files: dict[str, str]) -> bool:
+def _is_current(dest: Path, digest: str, layout: _Layout) -> bool:
     try:
         manifest = json.loads((dest / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
         return False
+    files = [*layout.texts, *layout.copies]
     return manifest.get("digest") == digest and all((dest / rel).is_file() for rel in files)
 
 
-def build_repository(dest: Path, *, progress: Callable[[str], None] | None = None) -> Path:
+def build_repository(
+    dest: Path,
+    *,
+    targets: Sequence[str] = ("cpu",),
+    variants: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Write the model repository into `dest` unless it is already current; return `dest`.
 
-    Idempotent: a second call with unchanged inputs (configs, weight files)
-    writes nothing. `progress` receives one-line status messages. Raises
-    :class:`StackError` when a model package is missing.
+    `targets` (cpu, a100, mi200): the first one's configs are the defaults;
+    with several, each model also gets ``configs/<target>.pbtxt`` for
+    Triton's ``--model-config-name``. GPU targets read their variants from
+    `variants`. Idempotent: a second call with unchanged inputs (configs,
+    weight files) writes nothing. The manifest records the sha256 of every
+    artifact each model loads. `progress` receives one-line status messages.
+    Raises :class:`StackError` when a model package or a variant is missing.
     """
     say = progress or (lambda _msg: None)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        raise StackError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
+    specs = [TARGETS[t] for t in dict.fromkeys(targets)]
     weights = weight_paths()
-    files = _render(weights)
-    digest = _digest(files, weights)
+    layout = _render(weights, specs, variants)
+    digest = _digest(layout)
     dest = dest.absolute()
-    if _is_current(dest, digest, files):
+    if _is_current(dest, digest, layout):
         say(f"model repository {dest} is current")
         return dest
 
-    say(f"writing model repository {dest} ({', '.join(MODEL_NAMES)})")
+    names = sorted({rel.split("/", 1)[0] for rel in layout.texts})
+    say(f"writing model repository {dest} ({', '.join(names)}; {'+'.join(s.name for s in specs)})")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.staging-{os.getpid()}"
     old = dest.parent / f".{dest.name}.old-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    for rel, text in files.items():
+    for rel, text in layout.texts.items():
         path = staging / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    for rel, src in layout.copies.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, staging / rel)
+    artifacts = {}
+    for name in names:
+        inside = sorted(p for p in (staging / name).rglob("*") if p.is_file())
+        entries = artifact_entries(staging, [*inside, *layout.external.get(name, [])])
+        artifacts[name] = entries
     manifest = {
         "digest": digest,
-        "models": list(MODEL_NAMES),
+        "format": _FORMAT,
+        "targets": [s.name for s in specs],
+        "models": names,
         "weights": {k: str(v) for k, v in weights.items()},
+        "artifacts": artifacts,
     }
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     # Swap: a reader sees the old tree or the new one, never a half-written one.
@@ -241,8 +367,11 @@ def model_names(repository: Path) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("dest", type=Path, nargs="?", default=Path(".cache/model-repository"))
+    parser.add_argument("--target", action="append", choices=list(TARGETS))
+    parser.add_argument("--variants", type=Path, default=Path(".cache/model-variants"))
     args = parser.parse_args(argv)
-    print(build_repository(args.dest, progress=print))
+    targets = args.target or ["cpu"]
+    print(build_repository(args.dest, targets=targets, variants=args.variants, progress=print))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class StackSettings(BaseSettings):
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
+    # Address Triton binds; 0.0.0.0 inside a container (compose/base.yaml).
+    triton_host: str = "127.0.0.1"
     models: list[str] = Field(default_factory=lambda: list(CATALOG))
     topics: TopicSettings = TopicSettings()
     # `up --observability`: an OpenTelemetry Collector; Triton and workers trace into it.
@@ -104,6 +106,7 @@ class LocalStack:
         traced = triton_trace_args(self.collector.config) if settings.observability else ()
         self.triton = LocalTriton(
             TritonLocalConfig(
+                host=settings.triton_host,
                 repository=self.repository,
                 state_dir=state / "triton",
                 cache_dir=cache,

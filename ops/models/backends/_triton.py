@@ -16,11 +16,15 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
+
+from sluicegate.ops.models.manifest import verify_model
+from sluicegate.ops.models.pipelines.onnx import use_providers
 
 __all__ = [
     "RequestError",
@@ -29,6 +33,7 @@ __all__ = [
     "float_tensor",
     "input_items",
     "model_parameters",
+    "prepare_model",
     "respond_each",
     "string_tensor",
     "texts_from",
@@ -56,6 +61,24 @@ def check_numpy() -> None:
             f"numpy {np.__version__} in the Triton Python backend environment; "
             "the stub needs numpy<2: `.venv/bin/pip install 'numpy<2'`"
         )
+
+
+def prepare_model(args: Mapping[str, str]) -> dict[str, str]:
+    """Everything a model's ``initialize`` does before building its pipeline.
+
+    Refuses to load (raises) under numpy 2 or when an artifact differs from the
+    repository manifest's sha256; selects the config's ONNX Runtime providers;
+    returns the parameters with ``$version/`` resolved to the version folder.
+    """
+    check_numpy()
+    model_dir = Path(args["model_repository"])
+    verify_model(model_dir.parent, args["model_name"])
+    params = model_parameters(args)
+    version_dir = f"{model_dir / str(args['model_version'])}/"
+    params = {k: v.replace("$version/", version_dir) for k, v in params.items()}
+    if providers := params.get("execution_providers"):
+        use_providers(providers.split(","))
+    return params
 
 
 def model_parameters(args: Mapping[str, str]) -> dict[str, str]:

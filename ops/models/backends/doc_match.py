@@ -15,10 +15,9 @@ import triton_python_backend_utils as pb_utils
 
 from sluicegate.ops.models.backends._triton import (
     RequestError,
-    check_numpy,
     float_tensor,
     input_items,
-    model_parameters,
+    prepare_model,
     respond_each,
     string_tensor,
     texts_from,
@@ -39,8 +38,7 @@ class TritonPythonModel:
     _embedder: TextEmbedder
 
     def initialize(self, args: dict[str, str]) -> None:
-        check_numpy()
-        params = model_parameters(args)
+        params = prepare_model(args)
         self._ocr = ocr_pipeline(params)
         self._embedder = text_embedder(params)
 

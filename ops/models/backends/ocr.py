@@ -20,10 +20,9 @@ import triton_python_backend_utils as pb_utils
 
 from sluicegate.ops.models.backends._triton import (
     RequestError,
-    check_numpy,
     float_tensor,
     input_items,
-    model_parameters,
+    prepare_model,
     respond_each,
     string_tensor,
 )
@@ -61,8 +60,7 @@ class TritonPythonModel:
     _pipeline: OcrPipeline
 
     def initialize(self, args: dict[str, str]) -> None:
-        check_numpy()
-        self._pipeline = ocr_pipeline(model_parameters(args))
+        self._pipeline = ocr_pipeline(prepare_model(args))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return respond_each(requests, self._handle)

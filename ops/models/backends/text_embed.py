@@ -12,9 +12,8 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from sluicegate.ops.models.backends._triton import (
-    check_numpy,
     input_items,
-    model_parameters,
+    prepare_model,
     respond_each,
     texts_from,
 )
@@ -39,8 +38,7 @@ class TritonPythonModel:
     _embedder: TextEmbedder
 
     def initialize(self, args: dict[str, str]) -> None:
-        check_numpy()
-        params = model_parameters(args)
+        params = prepare_model(args)
         self._embedder = text_embedder(params)
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -1,0 +1,301 @@
+"""Writes ops/k8s/base.yaml (namespace, variants volume, the topics Job) and
+ops/k8s/pool-<pool>.yaml: per model, a Deployment, a PodDisruptionBudget
+and a KEDA ScaledObject. `python -m sluicegate.ops.k8s.generate` rewrites them;
+tests/unit/test_k8s.py fails when they are stale, so edit here, not there.
+
+One pod = one GPU: a Triton container that loads only this model (fp16
+repository for the pool, built by an init container) and the worker that
+reads `sg.work.<model>.<pool>` and calls Triton on localhost. KEDA scales
+the Deployment on the consumer group's lag of that topic (1 replica per
+`lagThreshold` records behind, at most one per partition; see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NAMESPACE = "sluicegate"
+MODELS = ("text-embed", "ocr", "doc-match")
+IMAGE = "sluicegate:0.1.0"
+# The worker drains in-flight batches for SLUICEGATE_SHUTDOWN_GRACE_S after
+# SIGTERM; Kubernetes must wait longer before its SIGKILL (preStop included).
+SHUTDOWN_GRACE_S = 30
+PRESTOP_S = 5
+TERMINATION_GRACE_S = SHUTDOWN_GRACE_S + PRESTOP_S + 25
+POOLS: dict[str, dict[str, Any]] = {
+    "a100": {
+        "triton_image": "sluicegate-triton:a100",  # compose/triton-nvidia.Dockerfile
+        "gpu": "nvidia.com/gpu",
+        "node_selector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+        "triton_args": ["--model-config-name=a100"],
+        "max_replicas": 12,  # = partitions of the work topic (ops/k8s/topics.yaml)
+    },
+    "mi200": {
+        "triton_image": "sluicegate:rocm",  # Dockerfile with ORT_PACKAGE=onnxruntime-rocm
+        "gpu": "amd.com/gpu",
+        "node_selector": {"amd.com/gpu.product-name": "AMD_Instinct_MI250X"},
+        "triton_args": ["--model-config-name=mi200"],
+        "max_replicas": 12,
+    },
+}
+LAG_THRESHOLD = {"text-embed": "2000", "ocr": "64", "doc-match": "64"}
+
+
+def _labels(model: str, pool: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "sluicegate-worker",
+        "sluicegate/model": model,
+        "sluicegate/pool": pool,
+    }
+
+
+def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
+    name = f"sg-{model}-{pool}"
+    env = [
+        {"name": "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS", "value": "kafka-bootstrap:9092"},
+        {"name": "SLUICEGATE_TRITON__URL", "value": "127.0.0.1:8001"},
+        {"name": "SLUICEGATE_SHUTDOWN_GRACE_S", "value": str(SHUTDOWN_GRACE_S)},
+        {"name": "OTEL_SERVICE_NAME", "value": f"sluicegate-worker-{model}"},
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4317"},
+    ]
+    triton_cmd = ["sluicegate", "triton", "--repository", "/models", *p["triton_args"]]
+    triton_env = [{"name": "SLUICEGATE_TRITON_HOST", "value": "0.0.0.0"}]
+    if pool == "a100":
+        triton_cmd = [
+            "tritonserver",
+            "--model-repository=/models",
+            "--model-control-mode=explicit",
+            f"--load-model={model}",
+            "--exit-on-error=true",
+            *p["triton_args"],
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": _labels(model, pool)},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": _labels(model, pool)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {"labels": _labels(model, pool)},
+                "spec": {
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
+                    "nodeSelector": p["node_selector"],
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                    "initContainers": [
+                        {
+                            "name": "models-build",
+                            "image": IMAGE,
+                            "args": [
+                                "models",
+                                "build",
+                                "--target",
+                                pool,
+                                "--dest",
+                                "/models",
+                                "--variants",
+                                "/variants",
+                                "--verify",
+                            ],
+                            "volumeMounts": [
+                                {"name": "models", "mountPath": "/models"},
+                                {"name": "variants", "mountPath": "/variants", "readOnly": True},
+                            ],
+                        }
+                    ],
+                    "containers": [
+                        {
+                            "name": "triton",
+                            "image": p["triton_image"],
+                            "command": triton_cmd,
+                            "env": triton_env,
+                            "ports": [
+                                {"name": "grpc", "containerPort": 8001},
+                                {"name": "metrics", "containerPort": 8002},
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "4", "memory": "16Gi", p["gpu"]: "1"},
+                                "limits": {"memory": "32Gi", p["gpu"]: "1"},
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/v2/health/ready", "port": 8000},
+                                "periodSeconds": 5,
+                            },
+                            # Triton stops after the worker: it answers the drain's last batches.
+                            "lifecycle": {
+                                "preStop": {
+                                    "exec": {
+                                        "command": ["sleep", str(SHUTDOWN_GRACE_S + PRESTOP_S)]
+                                    }
+                                }
+                            },
+                            "volumeMounts": [
+                                {"name": "models", "mountPath": "/models", "readOnly": True},
+                                {"name": "dshm", "mountPath": "/dev/shm"},
+                            ],
+                        },
+                        {
+                            "name": "worker",
+                            "image": IMAGE,
+                            "args": ["worker", "--model", model, "--pool", pool],
+                            "env": env,
+                            "ports": [{"name": "metrics", "containerPort": 9464}],
+                            "resources": {
+                                "requests": {"cpu": "2", "memory": "2Gi"},
+                                "limits": {"memory": "4Gi"},
+                            },
+                            # Let endpoints and the group settle before the drain starts.
+                            "lifecycle": {
+                                "preStop": {"exec": {"command": ["sleep", str(PRESTOP_S)]}}
+                            },
+                        },
+                    ],
+                    "volumes": [
+                        {"name": "models", "emptyDir": {}},
+                        {
+                            "name": "variants",
+                            "persistentVolumeClaim": {
+                                "claimName": "sluicegate-model-variants",
+                                "readOnly": True,
+                            },
+                        },
+                        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _pdb(model: str, pool: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"sg-{model}-{pool}", "namespace": NAMESPACE},
+        # One pod at a time: each drain hands its partitions to the others.
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels(model, pool)}},
+    }
+
+
+def _scaled_object(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": f"sg-{model}-{pool}", "namespace": NAMESPACE},
+        "spec": {
+            "scaleTargetRef": {"name": f"sg-{model}-{pool}"},
+            "minReplicaCount": 1,
+            "maxReplicaCount": p["max_replicas"],
+            "pollingInterval": 15,
+            "cooldownPeriod": 300,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": 300,
+                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+                        },
+                    }
+                }
+            },
+            "triggers": [
+                {
+                    "type": "kafka",
+                    "metadata": {
+                        "bootstrapServers": "kafka-bootstrap.kafka:9092",
+                        "consumerGroup": f"sg.worker.{model}.{pool}",
+                        "topic": f"sg.work.{model}.{pool}",
+                        "lagThreshold": LAG_THRESHOLD[model],
+                        "activationLagThreshold": "1",
+                        "offsetResetPolicy": "earliest",
+                        "allowIdleConsumers": "false",
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _base() -> list[dict[str, Any]]:
+    topics = (Path(__file__).parent / "topics.yaml").read_text()
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "sluicegate-model-variants", "namespace": NAMESPACE},
+            # Filled once with `sluicegate models variants` output (docs/scaling.md).
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "resources": {"requests": {"storage": "2Gi"}},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "sluicegate-topics", "namespace": NAMESPACE},
+            "data": {"topics.yaml": topics},
+        },
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "sluicegate-topics-apply", "namespace": NAMESPACE},
+            "spec": {
+                "backoffLimit": 10,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                        "containers": [
+                            {
+                                "name": "topics",
+                                "image": IMAGE,
+                                "args": ["topics", "apply", "/etc/sluicegate/topics.yaml"],
+                                "env": [
+                                    {
+                                        "name": "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS",
+                                        "value": "kafka-bootstrap.kafka:9092",
+                                    }
+                                ],
+                                "volumeMounts": [
+                                    {"name": "topics", "mountPath": "/etc/sluicegate"}
+                                ],
+                            }
+                        ],
+                        "volumes": [{"name": "topics", "configMap": {"name": "sluicegate-topics"}}],
+                    }
+                },
+            },
+        },
+    ]
+
+
+def render(pool: str) -> str:
+    p = POOLS[pool]
+    docs = []
+    for model in MODELS:
+        docs += [_deployment(model, pool, p), _pdb(model, pool), _scaled_object(model, pool, p)]
+    head = f"# Generated by ops/k8s/generate.py ({pool} pool); do not edit.\n"
+    return head + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+
+
+def main() -> int:
+    here = Path(__file__).parent
+    for pool in POOLS:
+        (here / f"pool-{pool}.yaml").write_text(render(pool))
+    head = "# Generated by ops/k8s/generate.py; do not edit.\n"
+    base = head + "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in _base())
+    (here / "base.yaml").write_text(base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
