@@ -28,6 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from sluicegate.ops.models.build import MANIFEST_NAME
 from sluicegate.ops.stack.collector import (
     CollectorConfig,
     LocalCollector,
@@ -103,6 +104,8 @@ def observed(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Ite
     repository = root / "repository"
     repository.mkdir()
     (repository / MODEL).symlink_to(stack.repository / MODEL, target_is_directory=True)
+    # The model checks its artifacts against the repository's sha256 manifest when it loads.
+    (repository / MANIFEST_NAME).symlink_to(stack.repository / MANIFEST_NAME)
     triton = LocalTriton(
         TritonLocalConfig(
             repository=repository,

@@ -63,7 +63,7 @@ def test_provisioning_files_follow_grafanas_format() -> None:
     (provider,) = prov["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
     assert {"name", "orgId", "folder"} <= provider.keys()
-    assert sorted(p.name for p in (GRAFANA / "dashboards").iterdir()) == ["sluicegate.json"]
+    assert sorted(p.name for p in (GRAFANA / "dashboards").glob("*.json")) == ["sluicegate.json"]
 
 
 def test_dashboard_structure_loads_in_grafana() -> None:
