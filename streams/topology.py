@@ -13,14 +13,30 @@ from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
 def default_topics(topics: TopicSettings, pools: Iterable[str] = ("cpu",)) -> list[str]:
     names = [topics.requests, topics.results, topics.telemetry, topics.dlq]
+    names += [topics.control, topics.shadow_results, topics.telemetry_rollup]
     names += [topics.work(model, pool) for model in CATALOG for pool in pools]
     return names
 
 
+def compacted_topics(topics: TopicSettings) -> list[str]:
+    """Topics whose latest record per key is the state: log compaction, never deletion."""
+    return [topics.control]
+
+
 async def ensure_topics(
-    kafka: KafkaSettings, names: Iterable[str], *, partitions: int = 3, replication: int = 1
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication: int = 1,
+    compacted: Iterable[str] = (),
 ) -> list[str]:
-    """Create the missing topics among `names`; returns the ones created."""
+    """Create the missing topics among `names`; returns the ones created.
+
+    Names also in `compacted` get `cleanup.policy=compact`. An existing topic
+    is left as it is (its configuration is not checked).
+    """
+    compact = set(compacted)
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
@@ -32,7 +48,10 @@ async def ensure_topics(
                     name=n,
                     num_partitions=partitions,
                     replication_factor=replication,
-                    topic_configs={"max.message.bytes": str(kafka.max_request_size)},
+                    topic_configs={
+                        "max.message.bytes": str(kafka.max_request_size),
+                        **({"cleanup.policy": "compact"} if n in compact else {}),
+                    },
                 )
                 for n in missing
             ]

@@ -38,6 +38,7 @@ from .admission import Admitted, admit
 from .answers import Answers, Record, dead_letter, now_ms, total_ms
 from .backends.base import InferenceBackend, ModelInputs, Outputs
 from .batcher import Batch, BudgetBatcher
+from .cancel import CANCELLED_MESSAGE, CancelWatcher
 from .config import WorkerSettings
 from .errors import BackendError
 from .offsets import OffsetTracker
@@ -86,6 +87,7 @@ class Worker:
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._cancels = CancelWatcher(kafka=settings.kafka, topic=settings.topics.control)
         self.results_produced = 0
 
     @property
@@ -117,6 +119,7 @@ class Worker:
         )
         await producer.start()
         self._producer = producer
+        await self._cancels.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
@@ -135,6 +138,7 @@ class Worker:
             finally:
                 await consumer.stop()
         finally:
+            await self._cancels.stop()
             await producer.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
@@ -197,6 +201,11 @@ class Worker:
                 continue
             job = _Job(record=rec, admitted=outcome, arrived=now)
             req = outcome.request
+            if self._cancels.cancelled(req.request_id):
+                self._answer(
+                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                )
+                continue
             deadline = None
             if req.deadline_ms is not None:
                 deadline = now + (req.deadline_ms - wall_ms) / 1000

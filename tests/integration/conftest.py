@@ -20,8 +20,14 @@ import pytest
 from sluicegate.ops.stack.process import free_port, port_is_open
 from sluicegate.ops.stack.stack import LocalStack, StackSettings
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.topics import POOLS
 from sluicegate.streams.client import Client, ClientSettings
-from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
+from sluicegate.streams.topology import (
+    compacted_topics,
+    default_topics,
+    delete_topics,
+    ensure_topics,
+)
 from sluicegate.workers.backends.triton import TritonBackend
 from sluicegate.workers.config import BatchSettings, TritonSettings, WorkerSettings
 from sluicegate.workers.engine import Worker
@@ -84,9 +90,12 @@ async def topics(kafka: KafkaSettings) -> AsyncIterator[TopicSettings]:
         telemetry=f"{prefix}.telemetry",
         dlq=f"{prefix}.dlq",
         work_prefix=f"{prefix}.work",
+        control=f"{prefix}.control",
+        shadow_results=f"{prefix}.shadow.results",
+        telemetry_rollup=f"{prefix}.telemetry.rollup",
     )
-    created = default_topics(names)
-    await ensure_topics(kafka, created)
+    created = default_topics(names, pools=POOLS)
+    await ensure_topics(kafka, created, compacted=compacted_topics(names))
     yield names
     await delete_topics(kafka, created)
 
