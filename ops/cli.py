@@ -19,6 +19,7 @@ from rich.table import Table
 
 from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, TelemetryEvent
 
+from .cli_streams import register as register_streams
 from .stack.process import StackError
 from .stack.stack import LocalStack, StackSettings
 
@@ -271,6 +272,9 @@ def demo(
     except StackError as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code=code)
+
+
+register_streams(app)
 
 
 def main() -> None:

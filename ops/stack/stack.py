@@ -28,6 +28,7 @@ from sluicegate.streams.topology import compacted_topics, default_topics, ensure
 from ..models.build import build_repository
 from .kafka import KafkaLocalConfig, LocalKafka
 from .process import ManagedProcess, StackError, pid_alive, port_is_open, wait_until
+from .services import SERVICES, StreamsServices
 from .triton import LocalTriton, TritonLocalConfig
 
 Progress = Callable[[str], None]
@@ -47,6 +48,8 @@ class StackSettings(BaseSettings):
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
+    # Prometheus /metrics of the telemetry rollup process (127.0.0.1).
+    metrics_port: int = 9464
     models: list[str] = Field(default_factory=lambda: list(CATALOG))
     topics: TopicSettings = TopicSettings()
 
@@ -96,6 +99,7 @@ class LocalStack:
             )
         )
         self.state_dir = state
+        self.streams = StreamsServices(state_dir=state)
 
     def worker(self, model: str) -> ManagedProcess:
         return ManagedProcess(name=f"worker-{model}", state_dir=self.state_dir / "workers")
@@ -140,6 +144,7 @@ class LocalStack:
                     alive=proc.is_running,
                     log_path=proc.log_path,
                 )
+            started += self.streams.start(self._streams_env(), self._say)
             self._write_manifest(models)
         except BaseException:
             for stop in reversed(started):
@@ -170,6 +175,15 @@ class LocalStack:
                 str(self.ready_file(model)),
             ],
             env=env,
+        )
+
+    def _streams_env(self) -> dict[str, str]:
+        s = self.settings
+        return _child_env(
+            {
+                "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+                "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
+            }
         )
 
     def _write_manifest(self, models: Sequence[str]) -> None:
@@ -220,11 +234,16 @@ class LocalStack:
                     f"{s.topics.work(model, 'cpu')}, log {proc.log_path}",
                 )
             )
+        for name in SERVICES:
+            pid, ready = self.streams.healthy(name)
+            where = f"/metrics on 127.0.0.1:{s.metrics_port}" if name == "telemetry" else ""
+            log_path = self.streams.process(name).log_path
+            parts.append(PartStatus(name, pid, ready, f"{where} log {log_path}".strip()))
         return parts
 
     def down(self) -> list[str]:
         """Stop every part; returns the names of those that were running."""
-        stopped = []
+        stopped = self.streams.stop()
         for model in sorted({*self.manifest_models(), *CATALOG}):
             if self.worker(model).stop(grace=45):
                 stopped.append(f"worker {model}")

@@ -45,6 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         triton_http_port=free_port(),
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
+        metrics_port=free_port(),
     )
     local = LocalStack(settings, progress=print)
     try:
@@ -74,6 +75,7 @@ def stack_env(stack: LocalStack) -> dict[str, str]:
             "SLUICEGATE_TRITON_HTTP_PORT": str(s.triton_http_port),
             "SLUICEGATE_TRITON_GRPC_PORT": str(s.triton_grpc_port),
             "SLUICEGATE_TRITON_METRICS_PORT": str(s.triton_metrics_port),
+            "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
         }
     )
@@ -141,7 +143,9 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
 
 @pytest.fixture
 async def client(kafka: KafkaSettings, topics: TopicSettings) -> AsyncIterator[Client]:
-    async with Client(settings=ClientSettings(kafka=kafka, topics=topics, timeout_s=120)) as c:
+    # Straight to the work topics: these tests run workers without a router.
+    settings = ClientSettings(kafka=kafka, topics=topics, timeout_s=120, via_router=False)
+    async with Client(settings=settings) as c:
         yield c
 
 
