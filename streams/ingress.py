@@ -21,6 +21,7 @@ from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits
 from sluicegate.schemas.cost import Cost, TokenCounter, measure
 from sluicegate.schemas.errors import InvalidImageError, OverLimitError, WireError
+from sluicegate.schemas.imaging import image_size
 from sluicegate.schemas.models import (
     ErrorInfo,
     ImageInput,
@@ -39,6 +40,8 @@ class Prepared:
     cost: Cost
     # PII values replaced, by kind (counts only).
     pii: dict[str, int]
+    # Input statistics for drift detection: text_tokens, text_chars, image_pixels, image_aspect.
+    features: dict[str, float]
 
 
 def image_bytes(image: ImageInput, *, limits: WireLimits = DEFAULT_LIMITS) -> bytes:
@@ -82,9 +85,22 @@ def prepare(
         cost = measure(
             spec, texts=masked.request.texts, images=images, counter=counter, limits=limits
         )
+        features = _features(masked.request, cost, images)
     except WireError as exc:
         raise Refused(exc, masked.request) from None
-    return Prepared(request=masked.request, cost=cost, pii=masked.found)
+    return Prepared(request=masked.request, cost=cost, pii=masked.found, features=features)
+
+
+def _features(request: InferenceRequest, cost: Cost, images: list[bytes]) -> dict[str, float]:
+    features: dict[str, float] = {}
+    if request.texts:
+        features["text_tokens"] = float(cost.tokens)
+        features["text_chars"] = float(sum(len(t) for t in request.texts))
+    for data in images[:1]:  # the first image stands for the request
+        width, height = image_size(data)
+        features["image_pixels"] = float(width * height)
+        features["image_aspect"] = round(width / max(1, height), 4)
+    return features
 
 
 class Refused(Exception):

@@ -28,8 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
@@ -43,40 +41,22 @@ from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
 from .cache import ResultCache, answer_from, content_key
 from .control import ControlReader
+from .drift import DriftMonitor
 from .follow import Follower
 from .health import PoolHealth
 from .ingress import Prepared, Refused, RouterAnswers, now_ms, prepare
-from .pii import PiiMasker, PiiSettings
+from .pii import PiiMasker
 from .protocols import Record
-from .quota import QuotaSettings, Refusal, TenantQuotas
+from .quota import Refusal, TenantQuotas
 from .records import WindowRollup, decode_rollup
-from .routing import RoutingSettings, decide
+from .router_settings import RouterSettings
+from .routing import decide
 
 log = logging.getLogger("sluicegate.router")
 _ROUTE_HEADERS = {VERSION_HEADER, POOL_HEADER, PRECISION_HEADER, SHADOW_OF_HEADER}
-
-
-class RouterSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SLUICEGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
-
-    kafka: KafkaSettings = KafkaSettings()
-    topics: TopicSettings = TopicSettings()
-    routing: RoutingSettings = RoutingSettings()
-    pii: PiiSettings = PiiSettings()
-    quota: QuotaSettings = QuotaSettings()
-    router_group_id: str = "sg.router"
-    # Answer identical requests (model + inputs + parameters) from the cache for this long.
-    cache_ttl_s: float = Field(default=300.0, ge=0)
-    # Records taken per poll; their offsets are committed together.
-    router_max_records: int = Field(default=500, ge=1)
-    # Threads for decoding, masking and tokenizing.
-    router_threads: int = Field(default=1, ge=1)
 
 
 Outcome = Prepared | Refused | WireError
@@ -97,6 +77,7 @@ class Router:
         self._health = PoolHealth(max_error_rate=r.max_error_rate, ttl_s=r.health_ttl_s)
         self._control = ControlReader(kafka=settings.kafka, topic=settings.topics.control)
         self._answers = RouterAnswers()
+        self._drift = DriftMonitor(settings=settings.drift)
         self._counter: TokenCounter | None = None
         self._producer: AIOKafkaProducer | None = None
         self.stats: Counter[str] = Counter()
@@ -202,19 +183,21 @@ class Router:
             return await self._refuse(rec, outcome.error, outcome.request)
         request, now = outcome.request, now_ms()
         rid = request.request_id
+        alarms = await self._observe(request.model, outcome.features, now)
         if self._control.state.cancelled(rid):
             self.stats["cancelled"] += 1
-            return [await self._reply(request, Status.REJECTED, "cancelled", _CANCELLED)]
+            return [*alarms, await self._reply(request, Status.REJECTED, "cancelled", _CANCELLED)]
         key = content_key(request) if self._cache is not None else ""
         if self._cache is not None:
             hit = self._cache.lookup(key)
             if hit is not None:
                 self.stats["cached"] += 1
-                return [await self._send_result(answer_from(hit, request, now_ms=now), request)]
+                answer = answer_from(hit, request, now_ms=now)
+                return [*alarms, await self._send_result(answer, request)]
         refusal = self._quotas.admit(request.tenant, outcome.cost)
         if refusal is not None:
             self.stats["over_quota"] += 1
-            return [await self._over_quota(request, refusal)]
+            return [*alarms, await self._over_quota(request, refusal)]
         sticky = rec.key.decode(errors="replace") if rec.key else rid
         decision = decide(
             request,
@@ -234,9 +217,10 @@ class Router:
             (PRECISION_HEADER, decision.precision.encode()),
         ]
         sends = [
+            *alarms,
             await self._producer.send(
                 decision.topic, encode(request), key=rec.key, headers=passed + route_headers
-            )
+            ),
         ]
         self.stats["routed"] += 1
         self.stats[f"pool:{decision.pool}"] += 1
@@ -257,6 +241,27 @@ class Router:
                 )
             )
             self.stats["shadowed"] += 1
+        return sends
+
+    async def _observe(
+        self, model: str, features: dict[str, float], now: int
+    ) -> list[asyncio.Future[Any]]:
+        """Feed the drift monitor; publish its alarms on the rollup topic."""
+        assert self._producer is not None
+        sends = []
+        for statistic, value in features.items():
+            event = self._drift.observe(model, statistic, value, now_ms=now)
+            if event is not None:
+                self.stats["drift"] += 1
+                log.warning(
+                    "input drift: %s %s psi %.3f > %.2f",
+                    model,
+                    statistic,
+                    event.psi,
+                    event.threshold,
+                )
+                topic = self._s.topics.telemetry_rollup
+                sends.append(await self._producer.send(topic, encode(event), headers=headers()))
         return sends
 
     # -- answers ----------------------------------------------------------
@@ -381,10 +386,4 @@ class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
         self._router.joined()
 
 
-async def run_router(
-    settings: RouterSettings, stop: asyncio.Event, *, on_ready: Callable[[], object] | None = None
-) -> Counter[str]:
-    """Run a router until `stop`; returns its outcome counts."""
-    router = Router(settings=settings, on_ready=on_ready)
-    await router.run(stop)
-    return router.stats
+__all__ = ["Router", "RouterSettings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
@@ -14,8 +15,9 @@ from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 from sluicegate.streams.control import publish_cancel
+from sluicegate.streams.drift import DriftSettings
 from sluicegate.streams.quota import QuotaSettings, TenantQuota
-from sluicegate.streams.records import WindowRollup
+from sluicegate.streams.records import DriftEvent, WindowRollup, decode_rollup
 from sluicegate.streams.routing import RoutingSettings
 
 from .streams_helpers import TopicReader, header_of, produce_requests, running_router
@@ -218,3 +220,40 @@ async def test_cancelled_request_is_rejected_by_the_router(
     assert result.request_id == doomed.request_id and result.status is Status.REJECTED
     assert result.error is not None and result.error.code == "cancelled"
     assert [decode_request(r.value).request_id for r in work.records] == [kept.request_id]
+
+
+async def test_a_shifted_input_stream_raises_a_drift_event(
+    kafka: KafkaSettings, topics: TopicSettings
+) -> None:
+    rng = random.Random(3)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
+
+    def text(n: int) -> InferenceRequest:
+        return InferenceRequest(
+            request_id=rid(), model="text-embed", texts=[" ".join(rng.choices(words, k=n))]
+        )
+
+    baseline = [text(rng.randint(3, 12)) for _ in range(200)]
+    same = [text(rng.randint(3, 12)) for _ in range(120)]
+    shifted = [text(rng.randint(40, 80)) for _ in range(120)]
+    drift = DriftSettings(baseline_size=200, recent_size=100, check_every=20, threshold=0.25)
+    async with (
+        TopicReader(kafka, topics.telemetry_rollup) as rollups,
+        TopicReader(kafka, topics.work("text-embed", "cpu")) as work,
+        running_router(kafka, topics, drift=drift) as router,
+    ):
+        await produce_requests(kafka, topics.requests, baseline, keys=[b"k"] * 200)
+        await produce_requests(kafka, topics.requests, same, keys=[b"k"] * 120)
+        await work.wait_count(320)
+        quiet = len(rollups.records)
+        await produce_requests(kafka, topics.requests, shifted, keys=[b"k"] * 120)
+        await rollups.wait_count(quiet + 1)
+    events = [decode_rollup(r.value) for r in rollups.records]
+    assert quiet == 0, f"drift raised on an unshifted stream: {events[:quiet]}"
+    tokens = [e for e in events if isinstance(e, DriftEvent) and e.statistic == "text_tokens"]
+    assert tokens, events
+    event = tokens[0]
+    assert event.model == "text-embed" and event.psi > event.threshold == 0.25
+    assert event.recent_median > event.baseline_median
+    assert event.baseline_count == 200 and event.recent_count == 100
+    assert router.stats["drift"] >= 1
