@@ -4,9 +4,9 @@ Per model and statistic (text tokens, text characters, image pixels, image
 aspect ratio), the first `baseline_size` observations are the baseline;
 they fix ten bins at their deciles. Every `check_every` observations the
 last `recent_size` are binned the same way and compared by the population
-stability index, PSI = sum((r - b) * ln(r / b)); above `threshold` (0.25 is
-the usual "significant shift") a `DriftEvent` is raised, then nothing for
-`recent_size` observations so one shift is one alarm. Pure bookkeeping; the
+stability index, PSI = sum((r - b) * ln(r / b)); crossing `threshold` (0.25
+is the usual "significant shift") raises a `DriftEvent`, and no other until
+the index has come back under the threshold, so one shift is one alarm. Pure bookkeeping; the
 router feeds it and publishes the events. Pixel statistics (brightness,
 contrast) would need a full decode on the router's hot path and are not
 computed.
@@ -53,7 +53,7 @@ class _Series:
     edges: list[float] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
     since_check: int = 0
-    quiet_for: int = 0
+    alarmed: bool = False
 
 
 class DriftMonitor:
@@ -77,18 +77,14 @@ class DriftMonitor:
         if len(series.recent) > s.recent_size:
             series.recent.popleft()
         series.since_check += 1
-        if series.quiet_for > 0:
-            series.quiet_for -= 1
         if len(series.recent) < s.recent_size or series.since_check < s.check_every:
             return None
         series.since_check = 0
-        if series.quiet_for > 0:
-            return None
         recent = list(series.recent)
         index = psi(series.baseline, recent, series.edges)
-        if index <= s.threshold:
+        was, series.alarmed = series.alarmed, index > s.threshold
+        if was or not series.alarmed:
             return None
-        series.quiet_for = s.recent_size
         return DriftEvent(
             model=model,
             statistic=statistic,
