@@ -88,7 +88,7 @@ class PiiPolicy(BaseModel):
 class PiiSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    # Key of the masking hash; set SLUICEGATE_ROUTER__PII__KEY in production.
+    # Key of the masking hash; set SLUICEGATE_PII__KEY in production.
     key: SecretStr = SecretStr("sluicegate-local-pii-key")
     default: PiiPolicy = PiiPolicy()
     tenants: dict[str, PiiPolicy] = Field(default_factory=dict)

@@ -12,6 +12,7 @@ to the work topic it names.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -84,6 +85,7 @@ class Decision:
     shadow: str | None = None
 
 
+@functools.lru_cache(maxsize=64)
 def default_spec(model: str) -> RouteSpec:
     """The route of a model nobody has configured: its catalog version, no canary."""
     return RouteSpec(model=model, versions={lookup(model).version: 1.0})
