@@ -6,7 +6,10 @@ they fix ten bins at their deciles. Every `check_every` observations the
 last `recent_size` are binned the same way and compared by the population
 stability index, PSI = sum((r - b) * ln(r / b)); crossing `threshold` (0.25
 is the usual "significant shift") raises a `DriftEvent`, and no other until
-the index has come back under the threshold, so one shift is one alarm. Pure bookkeeping; the
+the index has come back under the threshold, so one shift is one alarm.
+PSI alone over-reacts to low-cardinality statistics (a text length moving
+from 81 to 82 characters fills a new bin and scores high), so the median or
+the 90th percentile must also have moved by `min_relative_shift`. Pure bookkeeping; the
 router feeds it and publishes the events. Pixel statistics (brightness,
 contrast) would need a full decode on the router's hot path and are not
 computed.
@@ -34,6 +37,8 @@ class DriftSettings(BaseModel):
     recent_size: int = Field(default=300, ge=20)
     check_every: int = Field(default=50, ge=1)
     threshold: float = Field(default=0.25, gt=0)
+    # Relative move of the median or p90 that must come with the PSI crossing.
+    min_relative_shift: float = Field(default=0.1, ge=0)
 
 
 def psi(baseline: list[float], recent: list[float], edges: list[float]) -> float:
@@ -45,6 +50,18 @@ def psi(baseline: list[float], recent: list[float], edges: list[float]) -> float
 
     b, r = shares(baseline), shares(recent)
     return sum((ri - bi) * math.log(ri / bi) for bi, ri in zip(b, r, strict=True))
+
+
+def _moved(baseline: list[float], recent: list[float], shift: float) -> bool:
+    def p(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[int(q * (len(ordered) - 1))]
+
+    for q in (0.5, 0.9):
+        before, after = p(baseline, q), p(recent, q)
+        if abs(after - before) > shift * max(abs(before), 1e-9):
+            return True
+    return False
 
 
 @dataclass
@@ -82,7 +99,8 @@ class DriftMonitor:
         series.since_check = 0
         recent = list(series.recent)
         index = psi(series.baseline, recent, series.edges)
-        was, series.alarmed = series.alarmed, index > s.threshold
+        moved = _moved(series.baseline, recent, s.min_relative_shift)
+        was, series.alarmed = series.alarmed, index > s.threshold and moved
         if was or not series.alarmed:
             return None
         return DriftEvent(

@@ -119,6 +119,10 @@ def test_drift_alarms_once_on_a_shift_and_never_on_a_stable_stream() -> None:
     shifted = [monitor.observe("m", "tokens", rng.gauss(35, 4), now_ms=1) for _ in range(150)]
     alarms = [e for e in shifted if e is not None]
     assert len(alarms) == 1, alarms
+    # A one-character move of a low-cardinality length fills a new bin, but is no drift.
+    texts = DriftMonitor(settings=DriftSettings(baseline_size=100, recent_size=50, check_every=5))
+    lengths = [81.0, 82.0] * 50 + [83.0] * 200
+    assert not any(texts.observe("m", "chars", v, now_ms=0) for v in lengths)
     assert alarms[0].psi > 0.25 and alarms[0].recent_median > alarms[0].baseline_median
 
 
