@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import random
+import struct
 import time
 import uuid
+import zlib
 
 import msgpack
 import pytest
+from PIL import Image
 
 from sluicegate.schemas.codec import decode_request, decode_result, encode
 from sluicegate.schemas.control import POOL_HEADER, PRECISION_HEADER
@@ -54,6 +58,18 @@ def rollup(pool: str, *, requests: int, errors: int, cost_per_s: float) -> Windo
         errors=errors,
         cost_per_s=cost_per_s,
     )
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A small real PNG whose header claims `width` x `height` (a decompression bomb)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
 
 
 async def publish_rollups(kafka: KafkaSettings, topic: str, *rollups: WindowRollup) -> None:
@@ -172,6 +188,22 @@ async def test_bad_records_get_error_results_and_dlq_context_headers_without_pii
             msgpack.packb({"request_id": "bad-inputs", "model": "ocr", "texts": [email]}),
             None,
         ),
+        "over_limit": (
+            msgpack.packb(
+                {"request_id": "bad-size", "model": "text-embed", "texts": [email * 1000]}
+            ),
+            None,
+        ),
+        "image_bomb": (
+            msgpack.packb(
+                {
+                    "request_id": "bad-bomb",
+                    "model": "ocr",
+                    "images": [{"data": png_header(8_000, 8_000), "mime_type": "image/png"}],
+                }
+            ),
+            None,
+        ),
     }
     async with (
         TopicReader(kafka, topics.dlq) as dlq,
@@ -199,6 +231,8 @@ async def test_bad_records_get_error_results_and_dlq_context_headers_without_pii
         "bad-schema": "schema",
         "bad-model": "unknown_model",
         "bad-inputs": "invalid_input",
+        "bad-size": "over_limit",
+        "bad-bomb": "image_bomb",
     }
 
 
