@@ -1,7 +1,8 @@
 """Cancellation on the worker side: follows the control topic's cancel records.
 
-A worker asks `cancelled(request_id)` when it admits a record and answers a
-cancelled one `rejected: cancelled` instead of running it. The watcher reads
+A worker asks `cancelled(request_id)` when it admits a record, and looks for
+the ids of `take_new()` among the requests waiting in its batcher; either
+way a cancelled request is answered `rejected: cancelled` instead of run. The watcher reads
 the control topic from the beginning and has caught up with what was there
 when `start()` returned, so a cancel produced before the worker started is
 honoured. Route records on the same topic are ignored here. A missing
@@ -33,30 +34,41 @@ class CancelWatcher:
         self._topic = topic
         self._ttl_ms = int(ttl_s * 1000)
         self._cancels: dict[str, int] = {}  # request_id -> ts_ms
+        self._new: set[str] = set()  # cancelled since the last take_new()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     def cancelled(self, request_id: str) -> bool:
         return request_id in self._cancels
 
-    async def start(self, *, timeout: float = 10.0) -> None:
+    def take_new(self) -> set[str]:
+        """Ids cancelled since the last call: what a worker must look for in its queue."""
+        new, self._new = self._new, set()
+        return new
+
+    async def start(self, *, timeout: float = 10.0, find_s: float = 2.0) -> None:
+        """Catch up with the control topic (within `timeout`), then follow it in a task.
+
+        A topic that does not show up within `find_s` is looked for in the
+        background, so a worker without one starts without waiting.
+        """
         consumer = AIOKafkaConsumer(
             enable_auto_commit=False, fetch_max_wait_ms=100, **self._kafka.client_kwargs()
         )
         await consumer.start()
         self._consumer = consumer
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(find_s):
                 parts = await self._assign(consumer)
+            async with asyncio.timeout(timeout):
                 ends = await consumer.end_offsets(parts)
                 while any([await consumer.position(tp) < end for tp, end in ends.items()]):
                     await self._poll(consumer)
         except TimeoutError:
             log.warning(
-                "control topic %s not readable within %.0f s; cancels are not honoured until "
-                "it is (create it with `sluicegate up`)",
+                "control topic %s not read yet; cancels are honoured once it is "
+                "(`sluicegate up` creates it)",
                 self._topic,
-                timeout,
             )
         self._task = asyncio.create_task(self._follow(consumer), name="sg-cancels")
 
@@ -97,6 +109,7 @@ class CancelWatcher:
                     continue
                 if isinstance(cancel, Cancel) and now - cancel.ts_ms <= self._ttl_ms:
                     self._cancels[cancel.request_id] = cancel.ts_ms
+                    self._new.add(cancel.request_id)
                 elif cancel is None:
                     self._cancels.pop(key.removeprefix(CANCEL_PREFIX), None)
         horizon = now - self._ttl_ms

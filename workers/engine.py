@@ -219,6 +219,14 @@ class Worker:
                 )
 
     def _dispatch(self) -> None:
+        if cancelled := self._cancels.take_new():
+            for job in self._batcher.remove_if(
+                lambda j: j.admitted.request.request_id in cancelled
+            ):
+                req = job.admitted.request
+                self._answer(
+                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                )
         for job in self._batcher.take_expired():
             self._answer(
                 job,

@@ -119,3 +119,22 @@ async def test_worker_drops_a_cancelled_request_before_running_it(
     assert by_id[doomed.request_id].error.code == "cancelled"
     assert by_id[doomed.request_id].timings.batch_size == 0, "a cancelled request ran"
     assert by_id[kept.request_id].status is Status.OK
+
+
+async def test_worker_drops_a_queued_request_cancelled_before_its_batch_runs(
+    run_worker: WorkerFactory, kafka: KafkaSettings, topics: TopicSettings
+) -> None:
+    queued = embed("wait in the batcher")
+    # A 30 s queue delay keeps a lone request waiting in the batcher.
+    async with (
+        TopicReader(kafka, topics.results) as results,
+        run_worker("text-embed", max_queue_delay_microseconds=30_000_000),
+    ):
+        await produce_requests(kafka, topics.work("text-embed", "cpu"), [queued])
+        await asyncio.sleep(2.0)  # consumed and queued by now
+        assert results.records == []
+        await publish_cancel(kafka, topics.control, queued.request_id)
+        [answer] = await results.wait_count(1, timeout=60)
+    result = decode_result(answer.value)
+    assert result.status is Status.REJECTED and result.error is not None
+    assert result.error.code == "cancelled" and result.timings.batch_size == 0
