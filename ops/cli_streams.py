@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -167,7 +168,8 @@ def top(
     """A live view of the telemetry rollups (Ctrl-C quits)."""
     from .top import run_top
 
-    asyncio.run(run_top(window_s=window))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_top(window_s=window))
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from rich.console import Group
@@ -130,10 +129,7 @@ async def run_top(*, window_s: int = 10, lookback_s: int = 120) -> None:
     )
     await follower.start()
     try:
-        with (
-            Live(view.render(), refresh_per_second=2) as live,
-            contextlib.suppress(KeyboardInterrupt),
-        ):
+        with Live(view.render(), refresh_per_second=2) as live:
             while follower.failed is None:
                 await asyncio.sleep(0.5)
                 live.update(view.render())
