@@ -132,11 +132,12 @@ def route_show() -> None:
 def route_rollback(model: Annotated[str, typer.Option(help="Model to roll back.")]) -> None:
     """Restore the model's previous route (a second rollback undoes the first)."""
     from sluicegate.streams.control import rollback_route
+    from sluicegate.streams.errors import NoEarlierRouteError
 
     kafka, topic = _control()
     try:
         _print_spec(asyncio.run(rollback_route(kafka, topic, model)))
-    except LookupError as exc:
+    except NoEarlierRouteError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(code=1) from None
 

@@ -22,6 +22,7 @@ from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.settings import KafkaSettings
 
+from .errors import NoEarlierRouteError
 from .follow import Follower
 from .protocols import Record
 
@@ -149,7 +150,7 @@ async def rollback_route(kafka: KafkaSettings, topic: str, model: str) -> RouteS
     """Restore the model's previous route (a second rollback undoes the first)."""
     current = (await read_routes(kafka, topic)).get(model)
     if current is None or current.previous is None:
-        raise LookupError(
+        raise NoEarlierRouteError(
             f"model {model!r} has no earlier route to roll back to; "
             "see `sluicegate route show` and set one with `sluicegate route set`"
         )

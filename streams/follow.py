@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sluicegate.schemas.settings import KafkaSettings
 
+from .errors import MissingTopicError
 from .protocols import Record
 
 log = logging.getLogger("sluicegate.follow")
@@ -118,7 +119,7 @@ class Follower:
 async def partitions(
     consumer: AIOKafkaConsumer, topic: str, *, timeout: float = 30.0
 ) -> list[TopicPartition]:
-    """The partitions of `topic`; raises TimeoutError naming the topic if it never appears."""
+    """The partitions of `topic`; raises `MissingTopicError` if it does not appear in time."""
     try:
         async with asyncio.timeout(timeout):
             while True:
@@ -128,4 +129,6 @@ async def partitions(
                 await consumer._client.force_metadata_update()
                 await asyncio.sleep(0.1)
     except TimeoutError:
-        raise TimeoutError(f"topic {topic!r} does not exist; `sluicegate up` creates it") from None
+        raise MissingTopicError(
+            f"topic {topic!r} does not exist; `sluicegate up` creates it"
+        ) from None
