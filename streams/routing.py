@@ -60,6 +60,8 @@ class RoutingSettings(BaseModel):
 
     # Pools that exist, in preference order when nothing else decides.
     pools: tuple[Pool, ...] = ("cpu",)
+    # Model capability: the pools a model is deployed on (absent: every pool).
+    capable: dict[str, tuple[Pool, ...]] = Field(default_factory=dict)
     # Per model: requests costing at most this (the model's unit) are "small"
     # and run on CPU when a healthy CPU pool is offered.
     small_cost: dict[str, int] = Field(
@@ -142,8 +144,9 @@ def decide(
     model = lookup(request.model).name
     spec = spec or default_spec(model)
     sticky = key or request.request_id
-    offered = [p for p in s.pools if spec.pools is None or p in spec.pools]
-    candidates: list[Pool] = offered or list(s.pools)
+    capable = s.capable.get(model, s.pools)
+    offered = [p for p in s.pools if p in capable and (spec.pools is None or p in spec.pools)]
+    candidates: list[Pool] = offered or [p for p in s.pools if p in capable] or list(s.pools)
     unknown = PoolState(health="unknown")
     states = {
         p: health.state(model, p, now_ms=now_ms) if health is not None else unknown

@@ -76,6 +76,8 @@ def test_route_spec_restricts_pools_and_picks_versions() -> None:
     spec = RouteSpec(model="text-embed", versions={"1": 1}, pools=("mi200",))
     d = decide(req(), cost=tokens(100), spec=spec, settings=ALL)
     assert d.pool == "mi200" and d.topic == "sg.work.text-embed.mi200" and d.version == "1"
+    only_a100 = ALL.model_copy(update={"capable": {"text-embed": ("a100",)}})
+    assert decide(req(), cost=tokens(5), settings=only_a100).pool == "a100", "capability wins"
     with pytest.raises(UnknownModelError):
         decide(req(model="nope"))
 
