@@ -13,9 +13,19 @@ from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
 def default_topics(topics: TopicSettings, pools: Iterable[str] = ("cpu",)) -> list[str]:
     names = [topics.requests, topics.results, topics.telemetry, topics.dlq]
-    names += [topics.control, topics.shadow_results, topics.telemetry_rollup]
     names += [topics.work(model, pool) for model in CATALOG for pool in pools]
     return names
+
+
+def streams_topics(topics: TopicSettings) -> list[str]:
+    """Topics of the router and the telemetry rollups; the control topic among them is
+    compacted (pass `compacted=compacted_topics(...)` to `ensure_topics`).
+
+    Apart from `default_topics` on purpose: code that makes and deletes its own
+    request and work topics (tests, benchmarks) must not delete the shared
+    `sg.control` along with them.
+    """
+    return [topics.control, topics.shadow_results, topics.telemetry_rollup]
 
 
 def compacted_topics(topics: TopicSettings) -> list[str]:

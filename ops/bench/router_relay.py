@@ -24,7 +24,13 @@ from sluicegate.schemas.models import InferenceRequest
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 from sluicegate.streams.quota import QuotaSettings, TenantQuota
 from sluicegate.streams.router import Router, RouterSettings
-from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
+from sluicegate.streams.topology import (
+    compacted_topics,
+    default_topics,
+    delete_topics,
+    ensure_topics,
+    streams_topics,
+)
 
 _TEXT = (
     "Order {i}: two boxes of printer paper and a stapler, deliver to the loading dock by Friday."
@@ -125,8 +131,8 @@ async def bench_router_vs_relay(kafka: KafkaSettings, *, count: int = 5000) -> d
         telemetry_rollup=f"{prefix}.telemetry.rollup",
     )
     relay_in, relay_out = f"{prefix}.relay.in", f"{prefix}.relay.out"
-    names = [*default_topics(topics), relay_in, relay_out]
-    await ensure_topics(kafka, names)
+    names = [*default_topics(topics), *streams_topics(topics), relay_in, relay_out]
+    await ensure_topics(kafka, names, compacted=compacted_topics(topics))
     try:
         await _seed(kafka, [relay_in, topics.requests], count)
         relay_s = await relay(kafka, relay_in, relay_out, count)

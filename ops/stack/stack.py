@@ -23,7 +23,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
-from sluicegate.streams.topology import compacted_topics, default_topics, ensure_topics
+from sluicegate.streams.topology import (
+    compacted_topics,
+    default_topics,
+    ensure_topics,
+    streams_topics,
+)
 
 from ..models.build import build_repository
 from .kafka import KafkaLocalConfig, LocalKafka
@@ -127,7 +132,7 @@ class LocalStack:
                 self.triton.start(timeout=timeout)
                 started.append(self.triton.stop)
             self._say("creating topics")
-            names = default_topics(s.topics)
+            names = default_topics(s.topics) + streams_topics(s.topics)
             asyncio.run(ensure_topics(s.kafka(), names, compacted=compacted_topics(s.topics)))
             for model in models:
                 if self.worker(model).is_running():

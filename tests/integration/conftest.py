@@ -27,6 +27,7 @@ from sluicegate.streams.topology import (
     default_topics,
     delete_topics,
     ensure_topics,
+    streams_topics,
 )
 from sluicegate.workers.backends.triton import TritonBackend
 from sluicegate.workers.config import BatchSettings, TritonSettings, WorkerSettings
@@ -96,7 +97,7 @@ async def topics(kafka: KafkaSettings) -> AsyncIterator[TopicSettings]:
         shadow_results=f"{prefix}.shadow.results",
         telemetry_rollup=f"{prefix}.telemetry.rollup",
     )
-    created = default_topics(names, pools=POOLS)
+    created = default_topics(names, pools=POOLS) + streams_topics(names)
     await ensure_topics(kafka, created, compacted=compacted_topics(names))
     yield names
     await delete_topics(kafka, created)
