@@ -34,11 +34,17 @@ def now_ms() -> int:
 
 
 class ControlState:
-    """Latest route per model and recent cancels. Pure bookkeeping."""
+    """Latest route per model and recent cancels. Pure bookkeeping.
+
+    Cancels older than the TTL are forgotten and listed by `take_stale()`, so
+    a router can write their tombstones: compaction keeps the latest record
+    of every key, and without tombstones cancel keys would pile up forever.
+    """
 
     def __init__(self, *, cancel_ttl_s: float = 600.0) -> None:
         self.routes: dict[str, RouteSpec] = {}
         self._cancels: dict[str, int] = {}  # request_id -> ts_ms
+        self._stale: set[str] = set()  # expired cancels not yet tombstoned
         self._cancel_ttl_ms = int(cancel_ttl_s * 1000)
         self.applied = 0  # records applied, for tests and metrics
 
@@ -49,10 +55,14 @@ class ControlState:
         elif isinstance(record, Cancel):
             if now - record.ts_ms <= self._cancel_ttl_ms:
                 self._cancels[record.request_id] = record.ts_ms
+            else:
+                self._stale.add(record.request_id)
         elif key.startswith("route/"):
             self.routes.pop(key.removeprefix("route/"), None)
         else:
-            self._cancels.pop(key.removeprefix("cancel/"), None)
+            rid = key.removeprefix("cancel/")
+            self._cancels.pop(rid, None)
+            self._stale.discard(rid)
 
     def route(self, model: str) -> RouteSpec | None:
         return self.routes.get(model)
@@ -64,6 +74,12 @@ class ControlState:
         horizon = now - self._cancel_ttl_ms
         for rid in [r for r, ts in self._cancels.items() if ts < horizon]:
             del self._cancels[rid]
+            self._stale.add(rid)
+
+    def take_stale(self) -> list[str]:
+        """Request ids whose cancel expired: write a tombstone for each (at most once here)."""
+        stale, self._stale = sorted(self._stale), set()
+        return stale
 
 
 class ControlReader:

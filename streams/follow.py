@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from sluicegate.schemas.settings import KafkaSettings
 
@@ -132,3 +132,18 @@ async def partitions(
         raise MissingTopicError(
             f"topic {topic!r} does not exist; `sluicegate up` creates it"
         ) from None
+
+
+class OnFirstAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Calls `callback` once, when the group first assigns this consumer partitions."""
+
+    def __init__(self, callback: Callable[[], object] | None) -> None:
+        self._callback = callback
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
@@ -45,7 +45,7 @@ from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 from .cache import ResultCache, answer_from, content_key
 from .control import ControlReader
 from .drift import DriftMonitor
-from .follow import Follower
+from .follow import Follower, OnFirstAssignment
 from .health import PoolHealth
 from .ingress import Prepared, Refused, RouterAnswers, now_ms, prepare
 from .pii import PiiMasker
@@ -127,7 +127,7 @@ class Router:
                 await follower.start()
             await producer.start()
             self._producer = producer
-            consumer.subscribe([s.topics.requests], listener=_Ready(self))
+            consumer.subscribe([s.topics.requests], listener=OnFirstAssignment(self._on_ready))
             await consumer.start()
             log.info("router reading %s as group %s", s.topics.requests, s.router_group_id)
             try:
@@ -136,6 +136,7 @@ class Router:
                         if failed is not None:
                             raise failed
                     await self._poll_once(consumer, executor)
+                    await self._tombstone_expired_cancels()
             finally:
                 await consumer.stop()
         finally:
@@ -144,11 +145,6 @@ class Router:
                 await follower.stop()
             await self._control.stop()
             executor.shutdown(wait=False, cancel_futures=True)
-
-    def joined(self) -> None:
-        if self._on_ready is not None:
-            callback, self._on_ready = self._on_ready, None
-            callback()
 
     # -- the loop ---------------------------------------------------------
 
@@ -164,6 +160,19 @@ class Router:
             sends += await self._handle(rec, outcome)
         await asyncio.gather(*sends)
         await consumer.commit()
+
+    async def _tombstone_expired_cancels(self) -> None:
+        state = self._control.state
+        state.expire(now=now_ms())
+        stale = state.take_stale()
+        if not stale:
+            return
+        assert self._producer is not None
+        topic = self._s.topics.control
+        sends = [
+            await self._producer.send(topic, None, key=f"cancel/{rid}".encode()) for rid in stale
+        ]
+        await asyncio.gather(*sends)
 
     def _prepare_all(self, records: list[Record]) -> list[Outcome]:
         assert self._counter is not None
@@ -373,17 +382,5 @@ class Router:
 
 
 _CANCELLED = "the request was cancelled (a cancel record on the control topic) before it ran"
-
-
-class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    async def on_partitions_revoked(self, revoked: list[Any]) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: list[Any]) -> None:
-        self._router.joined()
-
 
 __all__ = ["Router", "RouterSettings"]

@@ -15,9 +15,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import Field
@@ -27,7 +27,7 @@ from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, he
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
-from .follow import Follower
+from .follow import Follower, OnFirstAssignment
 from .metrics import RollupCollector
 from .protocols import Record
 from .records import RollupRecord, WindowRollup
@@ -102,7 +102,7 @@ class TelemetryRollups:
             await producer.start()
             await admin.start()
             self._producer, self._consumer, self._admin = producer, consumer, admin
-            consumer.subscribe([s.topics.telemetry], listener=_Ready(self))
+            consumer.subscribe([s.topics.telemetry], listener=OnFirstAssignment(self._on_ready))
             await consumer.start()
             try:
                 while not stop.is_set():
@@ -122,11 +122,6 @@ class TelemetryRollups:
             if server is not None:
                 server.shutdown()
                 server.server_close()
-
-    def joined(self) -> None:
-        if self._on_ready is not None:
-            callback, self._on_ready = self._on_ready, None
-            callback()
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
         batches = await consumer.getmany(timeout_ms=300, max_records=2000)
@@ -196,14 +191,3 @@ class TelemetryRollups:
             return
         now = self._clock()
         self.shadow.offer(result, shadow=shadow, now_s=now, now_ms=int(now * 1000))
-
-
-class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: TelemetryRollups) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: list[Any]) -> None:
-        return None
-
-    async def on_partitions_assigned(self, assigned: list[Any]) -> None:
-        self._service.joined()

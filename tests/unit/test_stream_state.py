@@ -77,8 +77,15 @@ def test_control_state_applies_routes_cancels_and_tombstones() -> None:
     cancel = Cancel(request_id="r1", ts_ms=1000)
     state.apply(*decode_control(cancel.key(), encode(cancel)), now=1000)
     assert state.cancelled("r1")
+    old = Cancel(request_id="r0", ts_ms=0)
+    state.apply(*decode_control(old.key(), encode(old)), now=61_000)
+    assert not state.cancelled("r0"), "older than the TTL when read"
     state.expire(now=62_000)
     assert not state.cancelled("r1")
+    assert state.take_stale() == ["r0", "r1"] and state.take_stale() == []
+    state.expire(now=63_000)
+    state.apply(*decode_control(cancel.key(), None), now=63_000)  # the tombstone comes back
+    assert state.take_stale() == []
     state.apply(*decode_control(spec.key(), None), now=0)
     assert state.route("ocr") is None
     with pytest.raises(ValueError, match="neither"):
