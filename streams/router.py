@@ -43,7 +43,7 @@ from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 
 from .cache import ResultCache, answer_from, content_key
-from .control import ControlReader
+from .control import ControlReader, ControlState
 from .drift import DriftMonitor
 from .follow import Follower, OnFirstAssignment
 from .health import PoolHealth
@@ -75,7 +75,11 @@ class Router:
         self._cache = ResultCache(ttl_s=settings.cache_ttl_s) if settings.cache_ttl_s else None
         r = settings.routing
         self._health = PoolHealth(max_error_rate=r.max_error_rate, ttl_s=r.health_ttl_s)
-        self._control = ControlReader(kafka=settings.kafka, topic=settings.topics.control)
+        self._control = ControlReader(
+            kafka=settings.kafka,
+            topic=settings.topics.control,
+            state=ControlState(cancel_ttl_s=settings.cancel_ttl_s),
+        )
         self._answers = RouterAnswers()
         self._drift = DriftMonitor(settings=settings.drift)
         self._counter: TokenCounter | None = None

@@ -25,6 +25,8 @@ class RouterSettings(BaseSettings):
     quota: QuotaSettings = QuotaSettings()
     drift: DriftSettings = DriftSettings()
     router_group_id: str = "sg.router"
+    # Cancels older than this are forgotten (and tombstoned on the control topic).
+    cancel_ttl_s: float = Field(default=600.0, gt=0)
     # Answer identical requests (model + inputs + parameters) from the cache for this long.
     cache_ttl_s: float = Field(default=300.0, ge=0)
     # Records taken per poll; their offsets are committed together.

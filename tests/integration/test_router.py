@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from sluicegate.schemas.codec import decode_request, decode_result, encode
-from sluicegate.schemas.control import POOL_HEADER, PRECISION_HEADER
+from sluicegate.schemas.control import POOL_HEADER, PRECISION_HEADER, Cancel
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
@@ -296,3 +296,16 @@ async def test_a_shifted_input_stream_raises_a_drift_event(
     assert event.recent_median > event.baseline_median
     assert event.baseline_count == 200 and event.recent_count == 100
     assert router.stats["drift"] >= 1
+
+
+async def test_expired_cancels_are_tombstoned_on_the_control_topic(
+    kafka: KafkaSettings, topics: TopicSettings
+) -> None:
+    old = Cancel(request_id="long-gone", ts_ms=now_ms() - 3_600_000)
+    await produce_raw(kafka, topics.control, encode(old), old.key())
+    async with (
+        TopicReader(kafka, topics.control) as control,
+        running_router(kafka, topics, cancel_ttl_s=60),
+    ):
+        records = await control.wait_count(2)
+    assert [(r.key, r.value is None) for r in records] == [(old.key(), False), (old.key(), True)]
