@@ -23,6 +23,7 @@ from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceRes
 from .cli_bench import bench
 from .cli_models import register_model_commands
 from .cli_observability import register as register_observability
+from .cli_streams import register as register_streams
 from .cli_topics import topics_app
 from .stack.process import StackError
 from .stack.stack import LocalStack, StackSettings
@@ -357,6 +358,7 @@ def demo(
 
 
 register_observability(app)
+register_streams(app)
 
 
 def main() -> None:

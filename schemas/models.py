@@ -92,6 +92,8 @@ class Status(StrEnum):
 class ErrorInfo(_Record):
     code: str
     message: str
+    # For `rejected` over quota: seconds after which the same request would be admitted.
+    retry_after_s: float | None = None
 
 
 class Timings(_Record):
@@ -119,6 +121,8 @@ class InferenceResult(_Record):
     worker: str = ""
     # Unix epoch ms when the result was produced.
     produced_ms: int = 0
+    # Answered from the router's result cache (a copy of an identical request's result).
+    cached: bool = False
 
     @model_validator(mode="after")
     def _error_iff_not_ok(self) -> Self:
@@ -135,6 +139,7 @@ class TelemetryEvent(_Record):
     pool: str
     worker: str
     ts_ms: int
+    model_version: str = ""
     status: Status | None = None
     request_id: str | None = None
     batch_size: int = 0

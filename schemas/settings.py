@@ -48,6 +48,9 @@ class TopicSettings(BaseModel):
     telemetry: str = topics.TELEMETRY
     dlq: str = topics.DLQ
     work_prefix: str = topics.WORK_PREFIX
+    control: str = topics.CONTROL
+    shadow_results: str = topics.SHADOW_RESULTS
+    telemetry_rollup: str = topics.TELEMETRY_ROLLUP
 
     def work(self, model: str, pool: str) -> str:
         return topics.work_topic(model, pool, prefix=self.work_prefix)

@@ -12,6 +12,11 @@ RESULTS = "sg.results"
 TELEMETRY = "sg.telemetry"
 DLQ = "sg.dlq"
 WORK_PREFIX = "sg.work"
+# Compacted: route specs keyed `route/<model>`, cancels keyed `cancel/<request_id>`.
+CONTROL = "sg.control"
+# Results of shadow traffic: never read by clients, diffed against the primary.
+SHADOW_RESULTS = "sg.shadow.results"
+TELEMETRY_ROLLUP = "sg.telemetry.rollup"
 
 
 def work_topic(model: str, pool: Pool | str, *, prefix: str = WORK_PREFIX) -> str:

@@ -38,10 +38,12 @@ class ClientSettings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
-    # Pools the client may route to itself, in preference order.
+    # Pools the client may route to itself (when not via the router).
     pools: tuple[Pool, ...] = ("cpu",)
-    # Produce to sg.requests (through the router) instead of straight to a work topic.
-    via_router: bool = False
+    # Produce to sg.requests, through the ingress router (masking, quota, canary,
+    # cache). False: route here with the same `route()` and write straight to
+    # the work topic, skipping everything the router adds.
+    via_router: bool = True
     # Seconds `submit` waits for a result.
     timeout_s: float = 120.0
 

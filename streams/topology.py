@@ -17,10 +17,36 @@ def default_topics(topics: TopicSettings, pools: Iterable[str] = ("cpu",)) -> li
     return names
 
 
+def streams_topics(topics: TopicSettings) -> list[str]:
+    """Topics of the router and the telemetry rollups; the control topic among them is
+    compacted (pass `compacted=compacted_topics(...)` to `ensure_topics`).
+
+    Apart from `default_topics` on purpose: code that makes and deletes its own
+    request and work topics (tests, benchmarks) must not delete the shared
+    `sg.control` along with them.
+    """
+    return [topics.control, topics.shadow_results, topics.telemetry_rollup]
+
+
+def compacted_topics(topics: TopicSettings) -> list[str]:
+    """Topics whose latest record per key is the state: log compaction, never deletion."""
+    return [topics.control]
+
+
 async def ensure_topics(
-    kafka: KafkaSettings, names: Iterable[str], *, partitions: int = 3, replication: int = 1
+    kafka: KafkaSettings,
+    names: Iterable[str],
+    *,
+    partitions: int = 3,
+    replication: int = 1,
+    compacted: Iterable[str] = (),
 ) -> list[str]:
-    """Create the missing topics among `names`; returns the ones created."""
+    """Create the missing topics among `names`; returns the ones created.
+
+    Names also in `compacted` get `cleanup.policy=compact`. An existing topic
+    is left as it is (its configuration is not checked).
+    """
+    compact = set(compacted)
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
@@ -32,7 +58,10 @@ async def ensure_topics(
                     name=n,
                     num_partitions=partitions,
                     replication_factor=replication,
-                    topic_configs={"max.message.bytes": str(kafka.max_request_size)},
+                    topic_configs={
+                        "max.message.bytes": str(kafka.max_request_size),
+                        **({"cleanup.policy": "compact"} if n in compact else {}),
+                    },
                 )
                 for n in missing
             ]

@@ -41,6 +41,7 @@ from .admission import Admitted, admit
 from .answers import Answers, Record, dead_letter, now_ms, total_ms
 from .backends.base import InferenceBackend, ModelInputs, Outputs
 from .batcher import Batch, BudgetBatcher
+from .cancel import CANCELLED_MESSAGE, CancelWatcher
 from .config import WorkerSettings
 from .errors import BackendError
 from .offsets import OffsetTracker
@@ -113,6 +114,7 @@ class Worker:
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._cancels = CancelWatcher(kafka=settings.kafka, topic=settings.topics.control)
         self.results_produced = 0
         self._telemetry_turn = 0  # round robin over telemetry partitions
         self._progress = asyncio.Event()  # set when a batch finishes
@@ -151,6 +153,7 @@ class Worker:
         )
         await producer.start()
         self._producer = producer
+        await self._cancels.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
@@ -169,6 +172,7 @@ class Worker:
             finally:
                 await consumer.stop()
         finally:
+            await self._cancels.stop()
             await producer.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
@@ -270,6 +274,11 @@ class Worker:
                 span=self._obs.request_started(rec, outcome),
             )
             req = outcome.request
+            if self._cancels.cancelled(req.request_id):
+                self._answer(
+                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                )
+                continue
             deadline = None
             if req.deadline_ms is not None:
                 deadline = now + (req.deadline_ms - wall_ms) / 1000
@@ -286,6 +295,14 @@ class Worker:
     def _dispatch(self) -> None:
         if self._draining:
             return  # what is still queued stays uncommitted for the next owner
+        if cancelled := self._cancels.take_new():
+            for job in self._batcher.remove_if(
+                lambda j: j.admitted.request.request_id in cancelled
+            ):
+                req = job.admitted.request
+                self._answer(
+                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                )
         for job in self._batcher.take_expired():
             self._answer(
                 job,

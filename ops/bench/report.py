@@ -55,6 +55,12 @@ def ratios(result: BenchResult) -> dict[str, object]:
         }
     relay = result.relay
     out["null_vs_relay"] = _ratio(relay.get("null_rps", 0.0), relay.get("relay_rps", 0.0))
+    router = result.router
+    if router:
+        out["router_vs_relay"] = _ratio(router.get("router_rps", 0.0), router.get("relay_rps", 0.0))
+        # The router must outrun the workers it feeds (issue: >= 3x the pool's peak).
+        peak = max((_peak(pts, "text", m) for m in ("budget", "direct")), default=0.0)
+        out["router_vs_worker_peak"] = _ratio(router.get("router_rps", 0.0), peak)
     return out
 
 
@@ -131,6 +137,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         "peak_triton_rss_mb": result.peak_triton_rss_mb,
         "over_budget_batches": result.over_budget_batches,
         "relay": result.relay,
+        "router": result.router,
         "config": result.config,
         "machine": {"cpus": _cpus(), "python": platform.python_version()},
         "points": [p.as_json() for p in result.points],
@@ -172,6 +179,12 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         lines.append(
             f"- backlog of {r['records']:.0f}: bare relay {r['relay_rps']:.0f} records/s, "
             f"null-model worker {r['null_rps']:.0f} results/s"
+        )
+    if result.router:
+        r = result.router
+        lines.append(
+            f"- ingress router: {r['router_rps']:.0f} records/s against a bare relay's "
+            f"{r['relay_rps']:.0f} over {r['count']:.0f} records"
         )
     lines += ["", "## Every point", "", *_table(result.points), "", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots]

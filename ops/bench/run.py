@@ -38,6 +38,7 @@ from .direct import run_direct
 from .kafka_run import KafkaRun, RssProbe, bench_topics, triton_probe, worker_process
 from .points import Point
 from .relay import count_outputs, produce_backlog
+from .router_relay import bench_router_vs_relay
 from .workload import Workload, image_workload, poisson_arrivals, text_workload
 
 __all__ = ["BenchConfig", "BenchResult", "run_bench"]
@@ -62,6 +63,7 @@ class BenchResult:
     peak_triton_rss_mb: dict[str, float] = field(default_factory=dict)
     over_budget_batches: dict[str, int] = field(default_factory=dict)
     relay: dict[str, float] = field(default_factory=dict)
+    router: dict[str, float] = field(default_factory=dict)
     config: dict[str, object] = field(default_factory=dict)
 
 
@@ -150,6 +152,10 @@ async def run_bench(
         for workload in workloads:
             await _workload(cfg, workload, kafka, triton_url, state, result, say, tick)
         await _null_vs_relay(cfg, kafka, triton_url, state, result, say, tick)
+        count = 2000 if cfg.quick else 5000
+        say(f"router: {count} requests through the ingress router and a bare relay")
+        result.router = await bench_router_vs_relay(kafka, count=count)
+        tick("router vs relay", count, count)
     return result
 
 

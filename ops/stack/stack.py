@@ -23,12 +23,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
-from sluicegate.streams.topology import default_topics, ensure_topics
+from sluicegate.streams.topology import (
+    compacted_topics,
+    default_topics,
+    ensure_topics,
+    streams_topics,
+)
 
 from ..models.build import build_repository
 from .collector import CollectorConfig, LocalCollector, otel_env, triton_trace_args
 from .kafka import KafkaLocalConfig, LocalKafka
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
+from .services import SERVICES, StreamsServices
 from .triton import LocalTriton, TritonLocalConfig
 
 Progress = Callable[[str], None]
@@ -50,6 +56,8 @@ class StackSettings(BaseSettings):
     triton_metrics_port: int = 8002
     # Address Triton binds; 0.0.0.0 inside a container (compose/base.yaml).
     triton_host: str = "127.0.0.1"
+    # Prometheus /metrics of the telemetry rollup process (127.0.0.1).
+    metrics_port: int = 9464
     models: list[str] = Field(default_factory=lambda: list(CATALOG))
     topics: TopicSettings = TopicSettings()
     # `up --observability`: an OpenTelemetry Collector; Triton and workers trace into it.
@@ -118,6 +126,7 @@ class LocalStack:
         )
         self.state_dir = state
         self.metrics_ports: dict[str, int] = {}  # worker model -> its Prometheus port
+        self.streams = StreamsServices(state_dir=state)
 
     def worker(self, model: str) -> ManagedProcess:
         return ManagedProcess(name=f"worker-{model}", state_dir=self.state_dir / "workers")
@@ -149,7 +158,8 @@ class LocalStack:
                 self.triton.start(timeout=timeout)
                 started.append(self.triton.stop)
             self._say("creating topics")
-            asyncio.run(ensure_topics(s.kafka(), default_topics(s.topics)))
+            names = default_topics(s.topics) + streams_topics(s.topics)
+            asyncio.run(ensure_topics(s.kafka(), names, compacted=compacted_topics(s.topics)))
             for model in models:
                 if self.worker(model).is_running():
                     continue
@@ -165,6 +175,7 @@ class LocalStack:
                     alive=proc.is_running,
                     log_path=proc.log_path,
                 )
+            started += self.streams.start(self._streams_env(), self._say)
             self._write_manifest(models)
         except BaseException:
             for stop in reversed(started):
@@ -200,6 +211,15 @@ class LocalStack:
                 str(self.ready_file(model)),
             ],
             env=env,
+        )
+
+    def _streams_env(self) -> dict[str, str]:
+        s = self.settings
+        return _child_env(
+            {
+                "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+                "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
+            }
         )
 
     def _write_manifest(self, models: Sequence[str]) -> None:
@@ -266,11 +286,16 @@ class LocalStack:
                     f"{s.topics.work(model, 'cpu')}, log {proc.log_path}",
                 )
             )
+        for name in SERVICES:
+            pid, ready = self.streams.healthy(name)
+            where = f"/metrics on 127.0.0.1:{s.metrics_port}" if name == "telemetry" else ""
+            log_path = self.streams.process(name).log_path
+            parts.append(PartStatus(name, pid, ready, f"{where} log {log_path}".strip()))
         return parts
 
     def down(self) -> list[str]:
         """Stop every part; returns the names of those that were running."""
-        stopped = []
+        stopped = self.streams.stop()
         for model in sorted({*self.manifest_models(), *CATALOG}):
             if self.worker(model).stop(grace=45):
                 stopped.append(f"worker {model}")

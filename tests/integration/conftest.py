@@ -20,8 +20,15 @@ import pytest
 from sluicegate.ops.stack.process import free_port, port_is_open
 from sluicegate.ops.stack.stack import LocalStack, StackSettings
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.topics import POOLS
 from sluicegate.streams.client import Client, ClientSettings
-from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
+from sluicegate.streams.topology import (
+    compacted_topics,
+    default_topics,
+    delete_topics,
+    ensure_topics,
+    streams_topics,
+)
 from sluicegate.workers.backends import InferenceBackend
 from sluicegate.workers.backends.triton import TritonBackend
 from sluicegate.workers.config import BatchSettings, TritonSettings, WorkerSettings
@@ -40,6 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         triton_http_port=free_port(),
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
+        metrics_port=free_port(),
     )
     local = LocalStack(settings, progress=print)
     try:
@@ -69,6 +77,7 @@ def stack_env(stack: LocalStack) -> dict[str, str]:
             "SLUICEGATE_TRITON_HTTP_PORT": str(s.triton_http_port),
             "SLUICEGATE_TRITON_GRPC_PORT": str(s.triton_grpc_port),
             "SLUICEGATE_TRITON_METRICS_PORT": str(s.triton_metrics_port),
+            "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
         }
     )
@@ -85,9 +94,12 @@ async def topics(kafka: KafkaSettings) -> AsyncIterator[TopicSettings]:
         telemetry=f"{prefix}.telemetry",
         dlq=f"{prefix}.dlq",
         work_prefix=f"{prefix}.work",
+        control=f"{prefix}.control",
+        shadow_results=f"{prefix}.shadow.results",
+        telemetry_rollup=f"{prefix}.telemetry.rollup",
     )
-    created = default_topics(names)
-    await ensure_topics(kafka, created)
+    created = default_topics(names, pools=POOLS) + streams_topics(names)
+    await ensure_topics(kafka, created, compacted=compacted_topics(names))
     yield names
     await delete_topics(kafka, created)
 
@@ -135,7 +147,9 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
 
 @pytest.fixture
 async def client(kafka: KafkaSettings, topics: TopicSettings) -> AsyncIterator[Client]:
-    async with Client(settings=ClientSettings(kafka=kafka, topics=topics, timeout_s=120)) as c:
+    # Straight to the work topics: these tests run workers without a router.
+    settings = ClientSettings(kafka=kafka, topics=topics, timeout_s=120, via_router=False)
+    async with Client(settings=settings) as c:
         yield c
 
 

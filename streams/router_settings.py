@@ -1,0 +1,35 @@
+"""Settings of the ingress router process (`sluicegate router`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+
+from .drift import DriftSettings
+from .pii import PiiSettings
+from .quota import QuotaSettings
+from .routing import RoutingSettings
+
+
+class RouterSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICEGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    routing: RoutingSettings = RoutingSettings()
+    pii: PiiSettings = PiiSettings()
+    quota: QuotaSettings = QuotaSettings()
+    drift: DriftSettings = DriftSettings()
+    router_group_id: str = "sg.router"
+    # Cancels older than this are forgotten (and tombstoned on the control topic).
+    cancel_ttl_s: float = Field(default=600.0, gt=0)
+    # Answer identical requests (model + inputs + parameters) from the cache for this long.
+    cache_ttl_s: float = Field(default=300.0, ge=0)
+    # Records taken per poll; their offsets are committed together.
+    router_max_records: int = Field(default=500, ge=1)
+    # Threads for decoding, masking and tokenizing.
+    router_threads: int = Field(default=1, ge=1)

@@ -1,0 +1,193 @@
+"""The telemetry rollup process (`sluicegate telemetry`).
+
+Reads `sg.telemetry` (consumer group `sg.telemetry.rollup`), folds events
+into tumbling windows (10 s and 1 min) per model x pool x version, pairs
+primary and shadow results into `ShadowDiff`s, publishes both on
+`sg.telemetry.rollup` and serves the latest as Prometheus metrics on
+`/metrics`. A plain aiokafka loop with in-memory windows: rollups are
+telemetry, so a crash loses at most the open windows (offsets are
+auto-committed), and open windows are flushed on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client import CollectorRegistry, start_http_server
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
+from sluicegate.schemas.errors import WireError
+from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+
+from .follow import Follower, OnFirstAssignment
+from .metrics import RollupCollector
+from .protocols import Record
+from .records import RollupRecord, WindowRollup
+from .shadow import ShadowDiffer
+from .windows import TumblingWindows
+
+log = logging.getLogger("sluicegate.telemetry")
+
+
+class TelemetrySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICEGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    telemetry_group_id: str = "sg.telemetry.rollup"
+    # Where a new group starts: the live edge, or the whole retained history.
+    telemetry_offset_reset: Literal["earliest", "latest"] = "latest"
+    # Prometheus /metrics on 127.0.0.1; 0 serves none.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    window_grace_s: float = Field(default=2.0, ge=0)
+    shadow_window_s: float = Field(default=10.0, gt=0)
+    # Worker groups are `<prefix>.<model>.<pool>` (the workers' default); used for lag.
+    worker_group_prefix: str = "sg.worker"
+
+
+class TelemetryRollups:
+    def __init__(
+        self,
+        *,
+        settings: TelemetrySettings,
+        on_ready: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._s = settings
+        self._on_ready = on_ready
+        self._clock = clock
+        self.windows = TumblingWindows(grace_s=settings.window_grace_s)
+        self.shadow = ShadowDiffer(window_s=settings.shadow_window_s)
+        self.collector = RollupCollector()
+        self.registry = CollectorRegistry()
+        self.registry.register(self.collector)
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self._s
+        kafka = s.kafka.client_kwargs()
+        followers = [
+            Follower(kafka=s.kafka, topic=s.topics.results, handle=self._primary, name="primary"),
+            Follower(
+                kafka=s.kafka, topic=s.topics.shadow_results, handle=self._shadow, name="shadow"
+            ),
+        ]
+        server = None
+        if s.metrics_port:
+            server, _ = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.registry)
+        producer = AIOKafkaProducer(acks="all", linger_ms=20, **kafka)
+        consumer = AIOKafkaConsumer(
+            group_id=s.telemetry_group_id,
+            enable_auto_commit=True,
+            auto_offset_reset=s.telemetry_offset_reset,
+            **kafka,
+        )
+        admin = AIOKafkaAdminClient(**kafka)
+        try:
+            for follower in followers:
+                await follower.start()
+            await producer.start()
+            await admin.start()
+            self._producer, self._consumer, self._admin = producer, consumer, admin
+            consumer.subscribe([s.topics.telemetry], listener=OnFirstAssignment(self._on_ready))
+            await consumer.start()
+            try:
+                while not stop.is_set():
+                    for follower in followers:
+                        if follower.failed is not None:
+                            raise follower.failed
+                    await self._poll(consumer)
+                    await self._publish_due(flush=False)
+                await self._publish_due(flush=True)
+            finally:
+                await consumer.stop()
+        finally:
+            await admin.close()
+            await producer.stop()
+            for follower in followers:
+                await follower.stop()
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        batches = await consumer.getmany(timeout_ms=300, max_records=2000)
+        now = self._clock()
+        for records in batches.values():
+            for rec in records:
+                try:
+                    event = decode_telemetry(rec.value, list(rec.headers))
+                except WireError:
+                    continue
+                self.windows.add(event, now_s=now)
+
+    async def _publish_due(self, *, flush: bool) -> None:
+        now = self._clock()
+        records: list[RollupRecord] = []
+        for rollup in self.windows.close_due(now_s=now, flush=flush):
+            records.append(await self._with_lag(rollup))
+        records += self.shadow.due(now_s=now, now_ms=int(now * 1000), flush=flush)
+        if not records:
+            return
+        assert self._producer is not None
+        sends = []
+        for record in records:
+            self.collector.update(record)
+            sends.append(
+                await self._producer.send(
+                    self._s.topics.telemetry_rollup, encode(record), headers=headers()
+                )
+            )
+        await asyncio.gather(*sends)
+        self.published += len(records)
+
+    async def _with_lag(self, rollup: WindowRollup) -> WindowRollup:
+        """Fill `lag_cost`: unconsumed records on the pool's work topic x mean cost."""
+        if self._admin is None or self._consumer is None or rollup.batches == 0:
+            return rollup
+        topic = self._s.topics.work(rollup.model, rollup.pool)
+        group = f"{self._s.worker_group_prefix}.{rollup.model}.{rollup.pool}"
+        try:
+            committed = await self._admin.list_consumer_group_offsets(group)
+            cluster = await self._consumer._client.fetch_all_metadata()
+            parts = [TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or ()]
+            if not parts:
+                return rollup
+            ends = await self._consumer.end_offsets(parts)
+        except Exception as exc:  # lag is best effort; the window is published regardless
+            log.debug("no lag for %s: %r", topic, exc)
+            return rollup
+        lag = sum(
+            max(0, end - (committed[tp].offset if tp in committed else 0))
+            for tp, end in ends.items()
+        )
+        members = max(1.0, rollup.mean_batch_size * rollup.batches)
+        mean_cost = rollup.cost_per_s * rollup.window_s / members
+        return rollup.model_copy(update={"lag_cost": round(lag * mean_cost, 3)})
+
+    def _primary(self, rec: Record) -> None:
+        self._offer(rec, shadow=False)
+
+    def _shadow(self, rec: Record) -> None:
+        self._offer(rec, shadow=True)
+
+    def _offer(self, rec: Record, *, shadow: bool) -> None:
+        try:
+            result = decode_result(rec.value, list(rec.headers))
+        except WireError:
+            return
+        now = self._clock()
+        self.shadow.offer(result, shadow=shadow, now_s=now, now_ms=int(now * 1000))
