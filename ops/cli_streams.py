@@ -52,8 +52,14 @@ def router(ready_file: ReadyFile = None) -> None:
     """Run the ingress router: sg.requests -> validate, mask, quota, route -> sg.work.*."""
     from sluicegate.streams.router import Router, RouterSettings
 
+    from .cli_observability import start_telemetry
+
     settings = RouterSettings()
-    _serve(lambda stop, ready: Router(settings=settings, on_ready=ready).run(stop), ready_file)
+    telemetry = start_telemetry("sg-router")  # from OTEL_*; off unless they say where to send
+    try:
+        _serve(lambda stop, ready: Router(settings=settings, on_ready=ready).run(stop), ready_file)
+    finally:
+        telemetry.shutdown()
 
 
 def telemetry(ready_file: ReadyFile = None) -> None:

@@ -28,7 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 
+from sluicegate.schemas import tracing
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
 from sluicegate.schemas.control import (
@@ -57,6 +60,7 @@ from .routing import decide
 
 log = logging.getLogger("sluicegate.router")
 _ROUTE_HEADERS = {VERSION_HEADER, POOL_HEADER, PRECISION_HEADER, SHADOW_OF_HEADER}
+_TRACE_HEADERS = {"traceparent", "tracestate"}
 
 
 Outcome = Prepared | Refused | WireError
@@ -66,9 +70,14 @@ class Router:
     """Routes until `stop` is set. `stats` counts outcomes (routed, cached, rejected...)."""
 
     def __init__(
-        self, *, settings: RouterSettings, on_ready: Callable[[], object] | None = None
+        self,
+        *,
+        settings: RouterSettings,
+        on_ready: Callable[[], object] | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._s = settings
+        self._tracer = tracing.get_tracer(tracer_provider)
         self._on_ready = on_ready
         self._masker = PiiMasker(settings=settings.pii)
         self._quotas = TenantQuotas(settings=settings.quota)
@@ -223,38 +232,44 @@ class Router:
             topics=self._s.topics,
         )
         assert self._producer is not None
-        passed = [(k, v) for k, v in rec.headers if k not in _ROUTE_HEADERS]
-        route_headers = [
-            (VERSION_HEADER, decision.version.encode()),
-            (POOL_HEADER, decision.pool.encode()),
-            (PRECISION_HEADER, decision.precision.encode()),
-        ]
-        sends = [
-            *alarms,
-            await self._producer.send(
-                decision.topic, encode(request), key=rec.key, headers=passed + route_headers
-            ),
-        ]
-        self.stats["routed"] += 1
-        self.stats[f"pool:{decision.pool}"] += 1
-        self.stats[f"version:{decision.version}"] += 1
-        if self._cache is not None:
-            self._cache.expect(rid, key)
-        if decision.shadow is not None:
-            shadow = request.model_copy(update={"reply_to": self._s.topics.shadow_results})
-            shadow_headers = [
-                (VERSION_HEADER, decision.shadow.encode()),
+        parent = tracing.extract(list(rec.headers))
+        with tracing.process_span(
+            self._tracer, rec.topic, parent=parent, record=rec, request_id=rid
+        ) as span:
+            # The work record's trace parent is this hop's span, not the client's.
+            passed = [(k, v) for k, v in rec.headers if k not in _ROUTE_HEADERS | _TRACE_HEADERS]
+            tracing.inject(passed, trace.set_span_in_context(span))
+            route_headers = [
+                (VERSION_HEADER, decision.version.encode()),
                 (POOL_HEADER, decision.pool.encode()),
                 (PRECISION_HEADER, decision.precision.encode()),
-                (SHADOW_OF_HEADER, decision.version.encode()),
             ]
-            sends.append(
+            sends = [
+                *alarms,
                 await self._producer.send(
-                    decision.topic, encode(shadow), key=rec.key, headers=passed + shadow_headers
+                    decision.topic, encode(request), key=rec.key, headers=passed + route_headers
+                ),
+            ]
+            self.stats["routed"] += 1
+            self.stats[f"pool:{decision.pool}"] += 1
+            self.stats[f"version:{decision.version}"] += 1
+            if self._cache is not None:
+                self._cache.expect(rid, key)
+            if decision.shadow is not None:
+                shadow = request.model_copy(update={"reply_to": self._s.topics.shadow_results})
+                shadow_headers = [
+                    (VERSION_HEADER, decision.shadow.encode()),
+                    (POOL_HEADER, decision.pool.encode()),
+                    (PRECISION_HEADER, decision.precision.encode()),
+                    (SHADOW_OF_HEADER, decision.version.encode()),
+                ]
+                sends.append(
+                    await self._producer.send(
+                        decision.topic, encode(shadow), key=rec.key, headers=passed + shadow_headers
+                    )
                 )
-            )
-            self.stats["shadowed"] += 1
-        return sends
+                self.stats["shadowed"] += 1
+            return sends
 
     async def _observe(
         self, model: str, features: dict[str, float], now: int

@@ -54,17 +54,19 @@ pytestmark = pytest.mark.integration
 MODEL = "text-embed"
 WORKER = f"sg-worker-{MODEL}"
 CLIENT = "sg-client"
+ROUTER = "sg-router"
 
 
 def request_spans(topics: TopicSettings) -> list[tuple[str, str, str]]:
     """(service, span name, kind) that every request's own trace must hold, in any order.
 
-    After the ingress router merges, add its hop here, e.g.
-    ("sg-router", f"process {topics.requests}", "CONSUMER").
+    The client produces to the request topic; the ingress router's span is the
+    parent of the worker's.
     """
     work = topics.work(MODEL, "cpu")
     return [
-        (CLIENT, f"send {work}", "PRODUCER"),
+        (CLIENT, f"send {topics.requests}", "PRODUCER"),
+        (ROUTER, f"process {topics.requests}", "CONSUMER"),
         (WORKER, f"process {work}", "CONSUMER"),
         (WORKER, f"send {topics.results}", "PRODUCER"),
     ]
@@ -176,8 +178,39 @@ def worker_process(
 
 
 @pytest.fixture
+def traced_router(
+    observed: Observed, kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> Iterator[Path]:
+    """`sluicegate router` configured by OTEL_* only; yields its log."""
+    ready = tmp_path / "router.ready"
+    env = dict(os.environ)
+    env.update(
+        {
+            "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            **{f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+            "SLUICEGATE_ROUTER_GROUP_ID": f"{topics.requests}.router",
+            **otel_env(observed.collector.config, service=ROUTER, prometheus_port=free_port()),
+        }
+    )
+    proc = ManagedProcess(name="traced-router", state_dir=tmp_path)
+    handle = proc.start(
+        [sys.executable, "-m", "sluicegate", "router", "--ready-file", str(ready)], env=env
+    )
+    try:
+        wait_until(
+            ready.exists, timeout=120, what="traced router", alive=proc.is_running,
+            log_path=proc.log_path,
+        )  # fmt: skip
+        yield proc.log_path
+    finally:
+        proc.stop(grace=30)
+        handle.poll()
+    assert "Traceback" not in proc.log_path.read_text(), proc.log_path.read_text()[-3000:]
+
+
+@pytest.fixture
 async def traced_client(
-    observed: Observed, kafka: KafkaSettings, topics: TopicSettings
+    observed: Observed, kafka: KafkaSettings, topics: TopicSettings, traced_router: Path
 ) -> AsyncIterator[tuple[Client, TracerProvider]]:
     provider = TracerProvider(resource=Resource.create({"service.name": CLIENT}))
     exporter = OTLPSpanExporter(
@@ -276,7 +309,13 @@ async def test_each_request_is_one_trace_with_a_linked_batch_reaching_into_trito
         assert attrs["sg.request_id"] == request.request_id
         assert attrs["sg.cost"] > 0 and "sg.queue_wait_ms" in attrs
         send = next(s for s in own if s.service == CLIENT)
-        assert worker_span.parent_id == send.span_id, "the worker span continues the client's"
+        router_span = next(s for s in own if s.service == ROUTER)
+        assert router_span.parent_id == send.span_id, "the router span continues the client's"
+        assert router_span.attributes["messaging.destination.name"] == topics.requests
+        assert router_span.attributes["sg.request_id"] == request.request_id
+        assert worker_span.parent_id == router_span.span_id, (
+            "the worker span continues the router's"
+        )
         result_send = next(s for s in own if s.name == f"send {topics.results}")
         assert result_send.parent_id == worker_span.span_id
 
