@@ -76,6 +76,8 @@ class Client:
         )
         consumer = AIOKafkaConsumer(
             enable_auto_commit=False,
+            # Workers in exactly_once mode write results in transactions.
+            isolation_level="read_committed",
             max_partition_fetch_bytes=self._settings.kafka.max_request_size,
             **kafka,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,13 @@ class TritonSettings(BaseModel):
     timeout_s: float = 60.0
     # Attempts per batch on UNAVAILABLE / DEADLINE_EXCEEDED before answering an error.
     attempts: int = Field(default=4, ge=1)
+    # Consecutive retriable failures that open the model's circuit breaker; while
+    # open the worker stops fetching and batches wait for Triton instead of failing.
+    breaker_failures: int = Field(default=5, ge=1)
+    # Seconds the breaker stays open before one probe call (doubles up to 30 s).
+    breaker_cooldown_s: float = Field(default=1.0, gt=0)
+    # Longest a batch waits out an outage (breaker open) before it is answered an error.
+    outage_s: float = Field(default=300.0, gt=0)
 
 
 class BatchSettings(BaseModel):
@@ -60,6 +68,14 @@ class WorkerSettings(BaseSettings):
     shutdown_grace_s: float = 30.0
     # Threads for decoding, tokenizing and reading image headers.
     preprocess_threads: int = Field(default=2, ge=1)
+    # at_least_once: results may repeat after a crash (same request_id, same bytes
+    # but produced_ms); exactly_once: transactional, read results `read_committed`.
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # exactly_once: the broker aborts a transaction left open this long (a dead worker's).
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    # The consumer leaves its group if the poll loop stalls this long (batches run
+    # beside the loop, so a slow batch does not stall it).
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
 
     def policy(self) -> BatchPolicy:
         """The model x pool default budget with this process's overrides applied."""

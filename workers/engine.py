@@ -1,10 +1,11 @@
 """The worker engine: Kafka work topic in, batches to a backend, results out.
 
-One consumer (a member of the pool's group) and one idempotent producer.
-Each record becomes exactly one `InferenceResult`: ok, error, expired or
-rejected. A record's offset counts as done only when its result (and its DLQ
-record, if any) is acknowledged by the broker; commits advance to the lowest
-offset not yet done, so batches may finish in any order (at-least-once).
+One consumer (a member of the pool's group) and a `Delivery` (the output
+side, `workers.delivery`): at-least-once with one idempotent producer, or
+exactly-once with one transactional producer per input partition. Each
+record becomes exactly one `InferenceResult`: ok, error, expired or
+rejected. Batches may finish in any order; the delivery decides when an
+input offset counts as done and commits it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import encode, headers, recover_request_id
@@ -36,11 +36,13 @@ from sluicegate.schemas.models import (
 
 from .admission import Admitted, admit
 from .answers import Answers, Record, dead_letter, now_ms, total_ms
-from .backends.base import InferenceBackend, ModelInputs, Outputs
+from .backends.base import InferenceBackend
 from .batcher import Batch, BudgetBatcher
 from .config import WorkerSettings
+from .delivery import AtLeastOnce, Delivery, Outgoing
 from .errors import BackendError
-from .offsets import OffsetTracker
+from .resilience import Resilient
+from .transactions import ExactlyOnce
 
 log = logging.getLogger("sluicegate.worker")
 
@@ -75,7 +77,6 @@ class Worker:
         self._topic = settings.topics.work(settings.model, settings.pool)
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         self._batcher: BudgetBatcher[_Job] = BudgetBatcher(policy=settings.policy(), clock=clock)
-        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight_batches = 0
         self._running_cost = 0  # padded cost of the batches at the backend
@@ -85,12 +86,27 @@ class Worker:
         self._answers = Answers(model=settings.model, pool=settings.pool, worker=self._name)
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._resilient = Resilient(backend=backend, model=settings.model, settings=settings.triton)
+        self._delivery: Delivery = (
+            ExactlyOnce(
+                kafka=settings.kafka,
+                group=settings.group(),
+                on_drop=self.forget,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+            )
+            if settings.delivery == "exactly_once"
+            else AtLeastOnce(kafka=settings.kafka)
+        )
         self.results_produced = 0
+        self._draining = False  # set by _drain: no new batch starts
 
     @property
     def topic(self) -> str:
         return self._topic
+
+    @property
+    def delivery(self) -> Delivery:
+        return self._delivery
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self._settings
@@ -100,42 +116,39 @@ class Worker:
         self._counter = await loop.run_in_executor(self._executor, TokenCounter)
         version = await self._backend.model_version(s.model)
         self._answers = replace(self._answers, model_version=version)
-        producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_request_size=s.kafka.max_request_size,
-            **kafka,
-        )
         consumer = AIOKafkaConsumer(
             group_id=s.group(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             max_partition_fetch_bytes=s.kafka.max_request_size,
             fetch_max_bytes=4 * s.kafka.max_request_size,
+            max_poll_interval_ms=s.max_poll_interval_ms,
             **kafka,
         )
-        await producer.start()
-        self._producer = producer
+        await self._delivery.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
             log.info(
-                "worker %s serving %s (model version %s) from %s as group %s",
+                "worker %s serving %s (model version %s) from %s as group %s, %s",
                 self._name,
                 s.model,
                 version,
                 self._topic,
                 s.group(),
+                s.delivery,
             )
             try:
                 while not stop.is_set() and self._fatal is None:
                     await self._poll_once(consumer)
                 await self._drain(consumer)
             finally:
-                await consumer.stop()
+                try:
+                    await self._delivery.stop(consumer)
+                finally:
+                    await consumer.stop()
         finally:
-            await producer.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise self._fatal
@@ -154,7 +167,7 @@ class Worker:
             # a loop that never suspends starves the in-flight batches.
             timeout = min(0.2, max(0.001, wake - self._clock()))
         batches = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=200)
-        records = [rec for recs in batches.values() for rec in recs]
+        records = [rec for recs in batches.values() for rec in recs if self._delivery.accept(rec)]
         if records:
             await self._admit(records)
         self._dispatch()
@@ -164,7 +177,8 @@ class Worker:
         """Pause fetching while too much work is held; getmany keeps the group alive."""
         in_flight_cost = self._batcher.pending_cost() + self._running_cost
         full = (
-            len(self._batcher) >= self._settings.max_pending_requests
+            self._resilient.breaker.is_open
+            or len(self._batcher) >= self._settings.max_pending_requests
             or in_flight_cost >= self._max_in_flight_cost
         )
         if full and not consumer.paused():
@@ -191,7 +205,6 @@ class Worker:
         outcomes = await asyncio.get_running_loop().run_in_executor(self._executor, admit_all)
         now, wall_ms = self._clock(), now_ms()
         for rec, outcome in zip(records, outcomes, strict=True):
-            self._offsets.track(TopicPartition(rec.topic, rec.partition), rec.offset)
             if isinstance(outcome, WireError):
                 self._refuse_undecodable(rec, outcome)
                 continue
@@ -221,7 +234,7 @@ class Worker:
                     "give it a later deadline",
                 ),
             )
-        while self._in_flight_batches < self._settings.max_in_flight_batches:
+        while not self._draining and self._in_flight_batches < self._settings.max_in_flight_batches:
             batch = self._batcher.next_batch()
             if batch is None:
                 return
@@ -229,23 +242,24 @@ class Worker:
             self._spawn(self._run_batch(batch))
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
-        assigned = consumer.assignment()
-        offsets = {tp: off for tp, off in self._offsets.committable().items() if tp in assigned}
-        if offsets:
-            await consumer.commit(offsets)
-            self._offsets.mark_committed(offsets)
+        await self._delivery.commit(consumer)
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         """Stop fetching; let running batches finish within the grace period; commit."""
         pending = len(self._batcher)
+        self._draining = True
         log.info(
             "worker stopping: %d batch(es) in flight, %d request(s) not started "
             "(left uncommitted for the next worker)",
             self._in_flight_batches,
             pending,
         )
+        grace_ends = time.monotonic() + self._settings.shutdown_grace_s
+        # Tasks spawn tasks (a batch spawns its answers): wait until none is left.
+        while self._tasks and (left := grace_ends - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
         if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self._settings.shutdown_grace_s)
+            late = set(self._tasks)
             for task in late:
                 task.cancel()
             if late:
@@ -264,15 +278,11 @@ class Worker:
             callback()
 
     def forget(self, partitions: list[TopicPartition]) -> None:
-        """Partitions were revoked: drop what they queued here, the new owner re-reads it."""
+        """Partitions were revoked or rewound: drop what they queued here; they are re-read."""
         revoked = set(partitions)
         dropped = self._batcher.remove_if(lambda job: job.tp in revoked)
-        self._offsets.forget(partitions)
         if dropped:
-            log.info("rebalance: handed %d queued request(s) back to the group", len(dropped))
-
-    def committable_for(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: off for tp, off in self._offsets.committable().items() if tp in partitions}
+            log.info("handed %d queued request(s) back to the group", len(dropped))
 
     # -- batches ----------------------------------------------------------
 
@@ -281,7 +291,7 @@ class Worker:
         try:
             started = self._clock()
             jobs = batch.items
-            outcomes = await self._infer_isolating([job.admitted.inputs for job in jobs])
+            outcomes = await self._resilient.infer([job.admitted.inputs for job in jobs])
             compute_ms = (self._clock() - started) * 1000
         finally:
             self._in_flight_batches -= 1
@@ -308,31 +318,6 @@ class Worker:
                 self._answer(job, ok)
         self._telemetry_batch(batch, compute_ms, started)
 
-    async def _infer_isolating(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
-        """Infer a batch; if the backend refuses it, bisect so one poison input fails alone."""
-        try:
-            return list(await self._infer_retrying(inputs))
-        except BackendError as exc:
-            if exc.retriable or len(inputs) == 1:
-                return [exc] * len(inputs)
-        mid = len(inputs) // 2
-        return await self._infer_isolating(inputs[:mid]) + await self._infer_isolating(inputs[mid:])
-
-    async def _infer_retrying(self, inputs: list[ModelInputs]) -> list[Outputs]:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.triton.attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=5.0),
-            retry=retry_if_exception(lambda e: isinstance(e, BackendError) and e.retriable),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                outputs = await self._backend.infer(self._settings.model, inputs)
-                if len(outputs) != len(inputs):
-                    raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(inputs)}")
-                return outputs
-        raise AssertionError("unreachable: tenacity reraises")
-
     # -- answers ----------------------------------------------------------
 
     def _refuse_undecodable(self, rec: Record, exc: WireError) -> None:
@@ -351,30 +336,20 @@ class Worker:
         dlq: DeadLetter | None,
         reply_to: str | None,
     ) -> None:
-        """Produce the result (and DLQ record); mark the offset done once both are acked."""
-        assert self._producer is not None
+        """Hand the result, DLQ record and request telemetry of `rec` to the delivery."""
         topics = self._settings.topics
-        sends = []
+        out = []
         if result is not None:
-            sends.append(
-                await self._producer.send(
-                    reply_to or topics.results,
-                    encode(result),
-                    key=result.request_id.encode(),
-                    headers=headers(),
-                )
-            )
+            key = result.request_id.encode()
+            out.append(Outgoing(topic=reply_to or topics.results, value=encode(result), key=key))
+            event = encode(self._answers.request_event(result))
+            out.append(Outgoing(topic=topics.telemetry, value=event, required=False))
         if dlq is not None:
-            sends.append(
-                await self._producer.send(
-                    topics.dlq, rec.value, key=rec.key, headers=list(rec.headers) + dlq.to_headers()
-                )
-            )
-        await asyncio.gather(*sends)
-        self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
+            hdrs = list(rec.headers) + dlq.to_headers()
+            out.append(Outgoing(topic=topics.dlq, value=rec.value, key=rec.key, headers=hdrs))
+        await self._delivery.emit(rec, [replace(m, headers=m.headers or headers()) for m in out])
         if result is not None:
             self.results_produced += 1
-            self._spawn(self._send_telemetry(self._answers.request_event(result)))
 
     # -- telemetry --------------------------------------------------------
 
@@ -393,12 +368,11 @@ class Worker:
             100 * batch.padding_waste,
             compute_ms,
         )
-        self._spawn(self._send_telemetry(event))
+        self._spawn(self._send_telemetry(batch.items[-1].record, event))
 
-    async def _send_telemetry(self, event: TelemetryEvent) -> None:
-        assert self._producer is not None
-        # Telemetry is best effort: it never holds back a commit.
-        await self._producer.send(self._settings.topics.telemetry, encode(event), headers=headers())
+    async def _send_telemetry(self, anchor: Record, event: TelemetryEvent) -> None:
+        message = Outgoing(topic=self._settings.topics.telemetry, value=encode(event))
+        await self._delivery.attach(anchor, replace(message, headers=headers(), required=False))
 
     # -- tasks ------------------------------------------------------------
 
@@ -425,11 +399,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        offsets = self._worker.committable_for(list(revoked))
-        if offsets:
-            await self._consumer.commit(offsets)
+        await self._worker.delivery.revoked(self._consumer, list(revoked))
         self._worker.forget(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        await self._worker.delivery.assigned(self._consumer, list(assigned))
         self._worker.joined()
