@@ -26,7 +26,13 @@ demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + wor
 	$(BIN)/sluicegate demo
 
 test: $(STAMP) ## Run unit and integration tests (starts a real Kafka and Triton)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not chaos and not fuzz_long"
+
+chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (long)
+	$(BIN)/python -m pytest -m chaos tests/chaos
+
+fuzz: $(STAMP) ## 100k-example fuzz of decode -> validate -> preprocess (long)
+	$(BIN)/python -m pytest -m fuzz_long tests/unit
 
 lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/ruff check .
@@ -49,4 +55,4 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test lint up down status clean distclean
+.PHONY: help venv demo test chaos fuzz lint up down status clean distclean

@@ -273,5 +273,10 @@ def demo(
     raise typer.Exit(code=code)
 
 
+from .cli_chaos import chaos  # noqa: E402  (registered after the core commands)
+
+app.command()(chaos)
+
+
 def main() -> None:
     app()

@@ -24,7 +24,8 @@ class TritonSettings(BaseModel):
     attempts: int = Field(default=4, ge=1)
     # Consecutive retriable failures that open the model's circuit breaker; while
     # open the worker stops fetching and batches wait for Triton instead of failing.
-    breaker_failures: int = Field(default=5, ge=1)
+    # Fewer than `attempts`, so a batch that meets a dead server waits for it.
+    breaker_failures: int = Field(default=3, ge=1)
     # Seconds the breaker stays open before one probe call (doubles up to 30 s).
     breaker_cooldown_s: float = Field(default=1.0, gt=0)
     # Longest a batch waits out an outage (breaker open) before it is answered an error.
@@ -66,6 +67,8 @@ class WorkerSettings(BaseSettings):
     max_in_flight_cost: int | None = Field(default=None, ge=1)
     # Seconds to finish in-flight batches after SIGTERM.
     shutdown_grace_s: float = 30.0
+    # `file://` images must lie under this directory (None: any readable path).
+    image_root: str | None = None
     # Threads for decoding, tokenizing and reading image headers.
     preprocess_threads: int = Field(default=2, ge=1)
     # at_least_once: results may repeat after a crash (same request_id, same bytes

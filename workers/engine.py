@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from sluicegate.schemas.catalog import lookup
-from sluicegate.schemas.codec import encode, headers, recover_request_id
+from sluicegate.schemas.codec import WireLimits, encode, headers, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.errors import WireError
@@ -192,12 +192,21 @@ class Worker:
     async def _admit(self, records: list[Record]) -> None:
         assert self._executor is not None and self._counter is not None
         counter, spec = self._counter, self._spec
+        limits = WireLimits(image_root=self._settings.image_root)
 
         def admit_all() -> list[Admitted | WireError]:
             out: list[Admitted | WireError] = []
             for rec in records:
                 try:
-                    out.append(admit(rec.value, list(rec.headers), serving=spec, counter=counter))
+                    out.append(
+                        admit(
+                            rec.value,
+                            list(rec.headers),
+                            serving=spec,
+                            counter=counter,
+                            limits=limits,
+                        )
+                    )
                 except WireError as exc:
                     out.append(exc)
             return out

@@ -15,8 +15,9 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -28,7 +29,16 @@ from sluicegate.streams.topology import default_topics, ensure_topics
 from .stack import MODEL, ChaosStack
 
 Mode = str  # "at_least_once" | "exactly_once"
-Inject = Callable[["ChaosRun"], Awaitable[None]]
+Inject = Callable[["ChaosRun"], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """Sizes of the faults; the defaults are `sluicegate chaos`'s, tests shrink them."""
+
+    kills: int = 5  # kill -9s in kill-worker
+    burst_s: float = 60.0  # overload burst length
+    slow_s: float = 30.0  # how long Triton stays slowed in slow-triton
 
 
 @dataclass
@@ -68,8 +78,10 @@ class ChaosRun:
         partitions: int = 6,
         replication: int = 1,
         timeout_s: float | None = None,
+        options: Options | None = None,
     ) -> None:
         self.stack = stack
+        self.options = options or Options()
         self.mode = mode
         self.requests = requests
         self.initial_workers = workers

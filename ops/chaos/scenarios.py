@@ -26,9 +26,10 @@ class Scenario:
     prepare: Callable[[ChaosRun], None] | None = None
 
 
-async def kill_workers(run: ChaosRun, *, kills: int = 5) -> None:
+async def kill_workers(run: ChaosRun) -> None:
     """`kill -9` a random worker mid-run `kills` times; the harness restarts it."""
     rng = random.Random(7)
+    kills = run.options.kills
     for k in range(kills):
         await run.until_answered((k + 1) / (kills + 2))
         victim = rng.choice(run.stack.running_workers())
@@ -81,13 +82,14 @@ async def slow_triton(run: ChaosRun) -> None:
     await run.until_answered(0.2)
     run.stack.slow_triton(9.0)
     run.fault("triton slowed to 9 s per batch (max.poll.interval.ms 6 s)")
-    await asyncio.sleep(30)
+    await asyncio.sleep(run.options.slow_s)
     run.stack.slow_triton(0)
     run.fault("triton back to normal")
 
 
-async def overload(run: ChaosRun, *, burst_s: float = 60.0, factor: float = 5.0) -> None:
+async def overload(run: ChaosRun, *, factor: float = 5.0) -> None:
     """Measure throughput, then send `factor` x that for `burst_s` with short deadlines."""
+    burst_s = run.options.burst_s
     calib = max(50, run.requests // 10)
     loop = asyncio.get_running_loop()
     t0 = loop.time()

@@ -51,6 +51,7 @@ class WorkerProc:
     ready: Path
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    log_offset: int = 0  # where this run's part of the (appended) log starts
 
 
 @dataclass(kw_only=True)
@@ -135,10 +136,12 @@ class ChaosStack:
     ) -> WorkerProc:
         proc = self.workers.get(name)
         if proc is None:
+            process = ManagedProcess(name=name, state_dir=self.root / "workers")
             proc = WorkerProc(
                 name=name,
-                process=ManagedProcess(name=name, state_dir=self.root / "workers"),
+                process=process,
                 ready=self.root / "workers" / f"{name}.ready",
+                log_offset=process.log_path.stat().st_size if process.log_path.exists() else 0,
             )
             self.workers[name] = proc
         proc.ready.unlink(missing_ok=True)
@@ -214,7 +217,9 @@ class ChaosStack:
         count = 0
         for worker in self.workers.values():
             try:
-                count += worker.process.log_path.read_text(errors="replace").count(" assigned [")
+                with worker.process.log_path.open("rb") as log:
+                    log.seek(worker.log_offset)
+                    count += log.read().count(b" assigned [")
             except OSError:
                 continue
         return count

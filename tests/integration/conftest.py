@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,10 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
     """Run an in-process worker for `model` on this test's topics until the block ends."""
 
     @contextlib.asynccontextmanager
-    async def running(model: str, **batch: int) -> AsyncIterator[Worker]:
+    async def running(
+        model: str, *, options: dict[str, Any] | None = None, **batch: int
+    ) -> AsyncIterator[Worker]:
+        """`options`: other WorkerSettings fields, e.g. {"delivery": "exactly_once"}."""
         settings = WorkerSettings(
             model=model,
             pool="cpu",
@@ -108,6 +112,7 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
             triton=TritonSettings(url=stack.settings.triton_url, timeout_s=60),
             batch=BatchSettings(**batch),
             group_id=f"{topics.work_prefix}.{model}.group",
+            **(options or {}),
         )
         backend = TritonBackend(url=settings.triton.url)
         ready = asyncio.Event()

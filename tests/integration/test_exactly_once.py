@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
-from sluicegate.workers.backends.triton import TritonBackend
-from sluicegate.workers.config import TritonSettings, WorkerSettings
 from sluicegate.workers.delivery import Outgoing
-from sluicegate.workers.engine import Worker
 from sluicegate.workers.transactions import ExactlyOnce, transactional_id
+
+from .conftest import WorkerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -65,35 +62,8 @@ async def produce(kafka: KafkaSettings, topic: str, records: list[tuple[bytes, b
         await producer.stop()
 
 
-@pytest.fixture
-async def eos_worker(
-    stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings
-) -> AsyncIterator[Worker]:
-    settings = WorkerSettings(
-        model="text-embed",
-        kafka=kafka,
-        topics=topics,
-        triton=TritonSettings(url=stack.settings.triton_url),
-        group_id=f"{topics.work_prefix}.eos",
-        delivery="exactly_once",
-    )
-    backend = TritonBackend(url=settings.triton.url)
-    ready = asyncio.Event()
-    worker = Worker(settings=settings, backend=backend, on_ready=ready.set)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        async with asyncio.timeout(60):
-            await ready.wait()
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=90)
-        await backend.close()
-
-
 async def test_exactly_once_worker_answers_each_record_once_with_offsets_in_the_transaction(
-    eos_worker: Worker, kafka: KafkaSettings, topics: TopicSettings
+    run_worker: WorkerFactory, kafka: KafkaSettings, topics: TopicSettings
 ) -> None:
     work = topics.work("text-embed", "cpu")
     requests = [
@@ -102,8 +72,11 @@ async def test_exactly_once_worker_answers_each_record_once_with_offsets_in_the_
     ]
     records = [(r.request_id.encode(), encode(r)) for r in requests]
     records.append((b"eos-garbage", b"\xc1 not msgpack"))
-    await produce(kafka, work, records)
-
+    async with run_worker("text-embed", options={"delivery": "exactly_once"}) as worker:
+        await produce(kafka, work, records)
+        await read_committed(kafka, topics.results, expect=41)  # all answered...
+        delivery = worker.delivery
+    # ...and after the worker stopped (its last transactions), still once each.
     results = [
         decode_result(v, h) for v, h in await read_committed(kafka, topics.results, expect=41)
     ]
@@ -116,9 +89,10 @@ async def test_exactly_once_worker_answers_each_record_once_with_offsets_in_the_
 
     # The input offsets travelled in the transactions: the group's committed
     # offsets reach the end of every work partition.
-    delivery = eos_worker.delivery
     assert isinstance(delivery, ExactlyOnce) and delivery.transactions >= 1
-    probe = AIOKafkaConsumer(group_id=f"{topics.work_prefix}.eos", **kafka.client_kwargs())
+    probe = AIOKafkaConsumer(
+        group_id=f"{topics.work_prefix}.text-embed.group", **kafka.client_kwargs()
+    )
     await probe.start()
     try:
         tps = [TopicPartition(work, p) for p in range(3)]
