@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.schemas.codec import decode_result, encode, headers
@@ -81,7 +82,12 @@ class Client:
             max_partition_fetch_bytes=self._settings.kafka.max_request_size,
             **kafka,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            await consumer.stop()
+            raise self._settings.kafka.connect_error(exc) from exc
         try:
             await consumer.start()
             partitions = await self._reply_partitions(consumer)

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from sluicegate.schemas.settings import KafkaSettings
 
@@ -53,7 +54,9 @@ class Outgoing:
 class Delivery(Protocol):
     """The output side of a worker; see the module docstring for the call order."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Connect; raises `KafkaConnectError` naming the settings to fix."""
+        ...
 
     async def stop(self, consumer: AIOKafkaConsumer) -> None: ...
 
@@ -80,6 +83,17 @@ class Delivery(Protocol):
     ) -> None: ...
 
 
+async def probe(kafka: KafkaSettings) -> None:
+    """Bootstrap once; raises `KafkaConnectError` (unreachable, bad credentials, bad TLS)."""
+    client = AIOKafkaClient(**kafka.client_kwargs())
+    try:
+        await client.bootstrap()
+    except KafkaConnectionError as exc:
+        raise kafka.connect_error(exc) from exc
+    finally:
+        await client.close()
+
+
 def tp_of(rec: Record) -> TopicPartition:
     return TopicPartition(rec.topic, rec.partition)
 
@@ -96,9 +110,14 @@ class AtLeastOnce:
             **kafka.client_kwargs(),
         )
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._kafka = kafka
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as exc:
+            await self._producer.stop()
+            raise self._kafka.connect_error(exc) from exc
 
     async def stop(self, consumer: AIOKafkaConsumer) -> None:
         await self._producer.stop()

@@ -116,6 +116,11 @@ class Worker:
         self._counter = await loop.run_in_executor(self._executor, TokenCounter)
         version = await self._backend.model_version(s.model)
         self._answers = replace(self._answers, model_version=version)
+        try:
+            await self._delivery.start()  # raises KafkaConnectError naming the settings to fix
+        except BaseException:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
         consumer = AIOKafkaConsumer(
             group_id=s.group(),
             enable_auto_commit=False,
@@ -126,7 +131,6 @@ class Worker:
             max_poll_interval_ms=s.max_poll_interval_ms,
             **kafka,
         )
-        await self._delivery.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
@@ -139,17 +143,15 @@ class Worker:
                 s.group(),
                 s.delivery,
             )
-            try:
-                while not stop.is_set() and self._fatal is None:
-                    await self._poll_once(consumer)
-                await self._drain(consumer)
-            finally:
-                try:
-                    await self._delivery.stop(consumer)
-                finally:
-                    await consumer.stop()
+            while not stop.is_set() and self._fatal is None:
+                await self._poll_once(consumer)
+            await self._drain(consumer)
         finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            try:
+                await self._delivery.stop(consumer)
+            finally:
+                await consumer.stop()
+                self._executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise self._fatal
 

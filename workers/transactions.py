@@ -40,7 +40,7 @@ from aiokafka.structs import OffsetAndMetadata
 from sluicegate.schemas.settings import KafkaSettings
 
 from .answers import Record
-from .delivery import Outgoing, tp_of
+from .delivery import Outgoing, probe, tp_of
 
 log = logging.getLogger("sluicegate.worker.transactions")
 
@@ -98,7 +98,7 @@ class ExactlyOnce:
         self.reinitialised = 0  # producers replaced after an error
 
     async def start(self) -> None:
-        return None
+        await probe(self._kafka)
 
     async def stop(self, consumer: AIOKafkaConsumer) -> None:
         await self.revoked(consumer, list(self._parts))
