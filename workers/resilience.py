@@ -69,8 +69,9 @@ class Resilient:
                     log.warning("circuit breaker for %s is open: %s", self._model, exc)
                 if (failed >= s.attempts and not breaker.is_open) or time.monotonic() > give_up:
                     raise
-                # Full jitter, 0.2 s doubling up to 5 s (AWS's "exponential backoff and jitter").
-                await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** min(failed, 5))))
+                if not breaker.is_open:  # an open breaker paces the retries itself
+                    # Full jitter, 0.2 s doubling up to 5 s ("exponential backoff and jitter").
+                    await asyncio.sleep(random.uniform(0, min(5.0, 0.2 * 2 ** min(failed, 5))))
                 continue
             breaker.success()
             if len(outputs) != len(inputs):
