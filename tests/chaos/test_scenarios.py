@@ -23,7 +23,7 @@ from ..conftest import CACHE_DIR
 
 pytestmark = pytest.mark.integration
 
-SMALL = Options(kills=2, burst_s=4.0, slow_s=10.0)
+SMALL = Options(kills=2, burst_s=3.0, slow_s=6.0)
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +46,19 @@ def check(report: Report, *, faults: int) -> None:
     assert report.passed
 
 
-def run(stack: ChaosStack, name: str, requests: int = 200, **kw: object) -> Report:
+def run(stack: ChaosStack, name: str, requests: int = 150, **kw: object) -> Report:
     mode = str(kw.get("mode", "exactly_once"))
     return run_one(stack, SCENARIOS[name], requests=requests, mode=mode, options=SMALL)
 
 
 def test_kill_dash_nine_workers_mid_batch(chaos_stack: ChaosStack) -> None:
-    report = run(chaos_stack, "kill-worker", 300)
+    report = run(chaos_stack, "kill-worker", 200)
     check(report, faults=4)
     assert report.by_status["ok"] == report.sent
 
 
 def test_workers_join_and_leave_mid_run(chaos_stack: ChaosStack) -> None:
-    report = run(chaos_stack, "scale-workers", 300)
+    report = run(chaos_stack, "scale-workers", 200)
     check(report, faults=4)
     assert report.rebalances >= 4
 
@@ -75,12 +75,15 @@ def test_triton_kill_and_restart_mid_run(chaos_stack: ChaosStack) -> None:
 
 
 def test_batch_slower_than_max_poll_interval(chaos_stack: ChaosStack) -> None:
-    report = run(chaos_stack, "slow-triton", 150)
+    report = run(chaos_stack, "slow-triton", 100)
     check(report, faults=2)
+    # No rebalance loop (aiokafka #848): the batches run beside the poll loop, so
+    # the workers stay in their group; two workers join once each (3 assignments).
+    assert report.rebalances <= 4, report
 
 
 def test_overload_burst_answers_expired_and_drains(chaos_stack: ChaosStack) -> None:
-    report = run(chaos_stack, "overload", 300)
+    report = run(chaos_stack, "overload", 150)
     check(report, faults=2)
     assert report.by_status["expired"] > 0, report
     # Memory stays bounded by the in-flight budget, not by the backlog.

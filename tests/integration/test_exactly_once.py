@@ -155,7 +155,12 @@ async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(
         await owner.emit(rec, [Outgoing(topic=topics.results, value=b"from-the-owner")])
         await owner.commit(owner_consumer)
         assert owner.transactions == 1
-        assert await owner_consumer.committed(tp) == start + 1
+        # The transaction's offset becomes visible once its markers are written
+        # (a moment after commit_transaction returns; without KIP-447's
+        # require_stable a fetch can still see the old value).
+        async with asyncio.timeout(30):
+            while await owner_consumer.committed(tp) != start + 1:
+                await asyncio.sleep(0.2)
     finally:
         await zombie.stop(zombie_consumer)
         await owner.stop(owner_consumer)
