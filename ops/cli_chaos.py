@@ -17,7 +17,7 @@ def chaos(
         str,
         typer.Option(
             help="kill-worker, scale-workers, broker-restart, triton-restart, slow-triton, "
-            "overload, leader-kill, or all."
+            "overload, leader-kill (comma-separated), or all."
         ),
     ] = "all",
     requests: Annotated[
@@ -44,7 +44,7 @@ def chaos(
     from .chaos.scenarios import SCENARIOS
 
     log = Console(stderr=True)
-    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    names = list(SCENARIOS) if scenario == "all" else scenario.split(",")
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         log.print(

@@ -159,7 +159,8 @@ class ExactlyOnce:
         if upto <= part.committed and not part.loose:
             return
         ready = sorted(o for o in part.answered if o < upto)
-        messages = [m for o in ready for m in part.answered[o]] + part.loose
+        loose = len(part.loose)  # more may be attached while this transaction runs
+        messages = [m for o in ready for m in part.answered[o]] + part.loose[:loose]
         producer = part.producer
         try:
             await producer.begin_transaction()
@@ -181,7 +182,7 @@ class ExactlyOnce:
             return  # dropped by a rebalance while committing
         for o in ready:
             del part.answered[o]
-        part.loose.clear()
+        del part.loose[:loose]
         part.committed = max(part.committed, upto)
         self.transactions += 1
 

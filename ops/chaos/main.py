@@ -58,7 +58,19 @@ def run_one(
     mode: Mode,
     options: Options | None = None,
 ) -> Report:
-    """One scenario on an already started stack (the stack is left running)."""
+    """One scenario on an already started stack (the stack is left running).
+
+    A server that died outside any scenario (e.g. the machine's OOM killer) is
+    restarted first, and the report says so.
+    """
+    notes = []
+    if stack.kafka is not None and not stack.kafka.is_running():
+        stack.kafka.start(timeout=120)
+        notes.append("Kafka was down before the run; restarted")
+    if not stack.triton.is_running():
+        stack.triton.stop(grace=1)
+        stack.start_triton()
+        notes.append("Triton was down before the run; restarted")
     stack.extra_env.clear()
     stack.slow_triton(0)
     for name in stack.running_workers():
@@ -73,6 +85,7 @@ def run_one(
         replication=min(3, stack.brokers),
         options=options,
     )
+    run.report.notes += notes
     if scenario.prepare is not None:
         scenario.prepare(run)
     return asyncio.run(run.execute(scenario.inject, seed=scenario.seed))
