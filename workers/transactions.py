@@ -168,7 +168,14 @@ class ExactlyOnce:
                 await producer.send(m.topic, m.value, key=m.key, headers=m.headers)
                 for m in messages
             ]
-            await asyncio.gather(*acks)
+            # Collect every acknowledgement (a fenced producer fails them all) and
+            # raise the first failure.
+            failures = [
+                r for r in await asyncio.gather(*acks, return_exceptions=True) if r is not None
+            ]
+            failures = [f for f in failures if isinstance(f, BaseException)]
+            if failures:
+                raise failures[0]
             if upto > part.committed:
                 offsets = {tp: OffsetAndMetadata(upto, "")}
                 await producer.send_offsets_to_transaction(offsets, self._group)
