@@ -28,7 +28,13 @@ demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + wor
 	$(BIN)/sluicegate demo
 
 test: $(STAMP) $(TOOLS) ## Run unit and integration tests (starts a real Kafka and Triton)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not chaos and not fuzz_long"
+
+chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (long)
+	$(BIN)/python -m pytest -m chaos tests/chaos
+
+fuzz: $(STAMP) ## 100k-example fuzz of decode -> validate -> preprocess (long)
+	$(BIN)/python -m pytest -m fuzz_long tests/unit
 
 bench: $(STAMP) ## Benchmark budget batching vs its baselines (writes bench/report.md; QUICK=1 for a smoke run)
 	$(BIN)/sluicegate bench $(if $(QUICK),--quick,)
@@ -61,7 +67,7 @@ distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
 .PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing \
-	tools export-venv models-variants models-eval
+	tools export-venv models-variants models-eval chaos fuzz
 
 EXPORT_VENV := .cache/export-venv
 EXPORT_STAMP := $(EXPORT_VENV)/.installed

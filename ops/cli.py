@@ -359,6 +359,9 @@ def demo(
 
 register_observability(app)
 register_streams(app)
+from .cli_chaos import chaos  # noqa: E402  (registered after the core commands)
+
+app.command()(chaos)
 
 
 def main() -> None:

@@ -39,6 +39,9 @@ class WireLimits:
     max_text_chars: int = 20_000
     max_images: int = 8
     max_texts: int = 16
+    # `file://` images must resolve inside this directory; None allows any path
+    # the worker can read (set it in production: docs/security.md).
+    image_root: str | None = None
 
 
 DEFAULT_LIMITS = WireLimits()
@@ -76,7 +79,19 @@ def _unpack(value: bytes | None, hdrs: Sequence[tuple[str, bytes]] | None) -> di
     if not value:
         raise DecodeError("empty record value; produce a msgpack map (see docs/wire-format.md)")
     try:
-        obj = msgpack.unpackb(value, raw=False, strict_map_key=True)
+        # Limits from the message size: a header declaring a 4 GB string in a
+        # 100-byte message fails at once instead of allocating.
+        size = len(value)
+        obj = msgpack.unpackb(
+            value,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=size,
+            max_bin_len=size,
+            max_array_len=size,
+            max_map_len=size // 2,
+            max_ext_len=size,
+        )
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise DecodeError(
             f"value is not valid msgpack ({type(exc).__name__}); "

@@ -10,6 +10,8 @@ or a DLQ header, and a message that names the fix.
     ├── OverLimitError             over_limit       message, image or text too large
     │   └── ImageBombError         image_bomb       too many pixels in an image header
     ├── InvalidImageError          invalid_image    image header unreadable, sha256 mismatch
+    │   ├── UnsupportedImageError  unsupported_image_format  a format outside the allow-list
+    │   └── ImageOutsideRootError  image_outside_root        file:// path outside the allowed root
     ├── InvalidInputError          invalid_input    inputs do not fit the model
     └── UnknownModelError          unknown_model    no such model in the catalog
 """
@@ -49,6 +51,14 @@ class ImageBombError(OverLimitError):
 
 class InvalidImageError(WireError):
     code = "invalid_image"
+
+
+class UnsupportedImageError(InvalidImageError):
+    code = "unsupported_image_format"
+
+
+class ImageOutsideRootError(InvalidImageError):
+    code = "image_outside_root"
 
 
 class InvalidInputError(WireError):

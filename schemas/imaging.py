@@ -27,13 +27,23 @@ Within sluicegate it imports only ``schemas.errors`` (``schemas`` depends on not
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidImageError
+from .errors import ImageBombError, InvalidImageError, UnsupportedImageError
+
+# Pillow warns (DecompressionBombWarning) above MAX_IMAGE_PIXELS and raises only
+# above twice that; a warning would let a bomb through, so it is an error here.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+#: The formats Pillow may parse (the request's mime types); every other plugin,
+#: and its parser's attack surface, stays off.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 
 __all__ = [
+    "ALLOWED_FORMATS",
     "OCR_DET_LIMIT_SIDE_LEN",
     "OCR_MAX_SIDE_LEN",
     "OCR_MIN_HEIGHT",
@@ -75,11 +85,22 @@ def image_size(data: bytes) -> tuple[int, int]:
     if not data:
         raise ImageDecodeError("empty image: send PNG or JPEG bytes")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
             width, height = img.size
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large to decode safely: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageBombError(
+            f"image too large to decode safely ({exc}); downscale it before sending"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        found = _any_format(data)
+        if found is not None:
+            raise UnsupportedImageError(
+                f"image format {found} is not accepted; send one of {', '.join(ALLOWED_FORMATS)}"
+            ) from exc
+        raise ImageDecodeError(
+            f"cannot read the image header ({type(exc).__name__}: {exc}); send PNG or JPEG bytes"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         # Pillow raises SyntaxError/ValueError from some format plugins on
         # malformed headers, not only UnidentifiedImageError.
         raise ImageDecodeError(
@@ -88,6 +109,15 @@ def image_size(data: bytes) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"image has no pixels ({width}x{height})")
     return int(width), int(height)
+
+
+def _any_format(data: bytes) -> str | None:
+    """The format name if any Pillow plugin recognises `data` (header only), else None."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return str(img.format)
+    except Exception:  # any plugin's parser error means "not recognisable"
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)

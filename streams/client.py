@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from opentelemetry.trace import TracerProvider
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -91,10 +92,17 @@ class Client:
         )
         consumer = AIOKafkaConsumer(
             enable_auto_commit=False,
+            # Workers in exactly_once mode write results in transactions.
+            isolation_level="read_committed",
             max_partition_fetch_bytes=self._settings.kafka.max_request_size,
             **kafka,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            await consumer.stop()
+            raise self._settings.kafka.connect_error(exc) from exc
         try:
             await consumer.start()
             partitions = await self._reply_partitions(consumer)

@@ -14,7 +14,12 @@ from urllib.parse import unquote, urlparse
 from sluicegate.schemas.catalog import ModelSpec, lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits, decode_request
 from sluicegate.schemas.cost import Cost, TokenCounter, measure
-from sluicegate.schemas.errors import InvalidImageError, InvalidInputError, OverLimitError
+from sluicegate.schemas.errors import (
+    ImageOutsideRootError,
+    InvalidImageError,
+    InvalidInputError,
+    OverLimitError,
+)
 from sluicegate.schemas.models import ImageInput, InferenceRequest
 
 from .backends.base import ModelInputs
@@ -36,6 +41,13 @@ def load_image(image: ImageInput, *, limits: WireLimits = DEFAULT_LIMITS) -> byt
     if parsed.netloc not in ("", "localhost"):
         raise InvalidImageError(f"image uri {image.uri!r} names a remote host; use file:///path")
     path = Path(unquote(parsed.path))
+    if limits.image_root is not None:
+        root = Path(limits.image_root).resolve()
+        if not path.resolve().is_relative_to(root):
+            raise ImageOutsideRootError(
+                f"image uri {image.uri!r} is outside the worker's image root {str(root)!r}; "
+                "put the file under it or send the image inline"
+            )
     try:
         size = path.stat().st_size
         if size > limits.max_image_bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
@@ -25,6 +25,17 @@ class TritonSettings(BaseModel):
     # How inputs reach Triton: "shm" (system shared memory; Triton on this
     # host) or "grpc" (in the request message; any host).
     transport: Literal["grpc", "shm"] = "grpc"
+    # Triton's admin key (its shared-memory API is restricted, docs/security.md):
+    # needed by the shm transport to register regions.
+    admin_key: SecretStr | None = None
+    # Consecutive retriable failures that open the model's circuit breaker; while
+    # open the worker stops fetching and batches wait for Triton instead of failing.
+    # Fewer than `attempts`, so a batch that meets a dead server waits for it.
+    breaker_failures: int = Field(default=3, ge=1)
+    # Seconds the breaker stays open before one probe call (doubles up to 30 s).
+    breaker_cooldown_s: float = Field(default=1.0, gt=0)
+    # Longest a batch waits out an outage (breaker open) before it is answered an error.
+    outage_s: float = Field(default=300.0, gt=0)
 
 
 class BatchSettings(BaseModel):
@@ -72,8 +83,18 @@ class WorkerSettings(BaseSettings):
     commit_interval_s: float = Field(default=0.1, ge=0)
     # Seconds to finish in-flight batches after SIGTERM.
     shutdown_grace_s: float = 30.0
+    # `file://` images must lie under this directory (None: any readable path).
+    image_root: str | None = None
     # Threads for decoding, tokenizing and reading image headers.
     preprocess_threads: int = Field(default=2, ge=1)
+    # at_least_once: results may repeat after a crash (same request_id, same bytes
+    # but produced_ms); exactly_once: transactional, read results `read_committed`.
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # exactly_once: the broker aborts a transaction left open this long (a dead worker's).
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    # The consumer leaves its group if the poll loop stalls this long (batches run
+    # beside the loop, so a slow batch does not stall it).
+    max_poll_interval_ms: int = Field(default=300_000, ge=1000)
 
     def policy(self) -> BatchPolicy:
         """The model x pool default budget with this process's overrides applied."""

@@ -1,10 +1,16 @@
 """The worker engine: Kafka work topic in, batches to a backend, results out.
 
-One consumer (a member of the pool's group) and one idempotent producer.
-Each record becomes exactly one `InferenceResult`: ok, error, expired or
-rejected. A record's offset counts as done only when its result (and its DLQ
-record, if any) is acknowledged by the broker; commits advance to the lowest
-offset not yet done, so batches may finish in any order (at-least-once).
+One consumer (a member of the pool's group) and a `Delivery` (the output
+side, `workers.delivery`): at-least-once with one idempotent producer, or
+exactly-once with one transactional producer per input partition. Each
+record becomes exactly one `InferenceResult`: ok, error, expired or
+rejected. Batches may finish in any order; the delivery decides when an
+input offset counts as done and commits it.
+
+Stages run as a pipeline: fetch -> admit (decode, validate, price; a thread
+pool) -> the batcher -> `max_in_flight_batches` batches at the backend
+(`workers.resilience`: retries, breaker, bisection) -> answers handed to the
+delivery per batch (`workers.emit`).
 """
 
 from __future__ import annotations
@@ -20,46 +26,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import INVALID_SPAN, Span, TracerProvider
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from sluicegate.schemas.catalog import lookup
-from sluicegate.schemas.codec import encode, recover_request_id
+from sluicegate.schemas.codec import WireLimits, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.errors import WireError
-from sluicegate.schemas.models import (
-    InferenceResult,
-    Status,
-    TelemetryEvent,
-    Timings,
-)
+from sluicegate.schemas.models import InferenceResult, Status, TelemetryEvent, Timings
 
 from .admission import Admitted, admit
 from .answers import Answers, Record, dead_letter, now_ms, total_ms
-from .backends.base import InferenceBackend, ModelInputs, Outputs
+from .backends.base import InferenceBackend
 from .batcher import Batch, BudgetBatcher
 from .cancel import CANCELLED_MESSAGE, CancelWatcher
 from .config import WorkerSettings
+from .delivery import AtLeastOnce, Delivery
+from .emit import Answer, Emitter
 from .errors import BackendError
 from .offsets import OffsetTracker
+from .resilience import Resilient
 from .tracing import WorkerObserver
+from .transactions import ExactlyOnce
 
 log = logging.getLogger("sluicegate.worker")
-
-
-@dataclass(frozen=True)
-class _Answer:
-    """One record's answer: its result (None if no request_id is recoverable) and DLQ record."""
-
-    record: Record
-    result: InferenceResult | None
-    dlq: DeadLetter | None
-    reply_to: str | None
-    span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
-    arrived: float | None = None  # engine clock, seconds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +87,7 @@ class Worker:
         self._topic = settings.topics.work(settings.model, settings.pool)
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         self._batcher: BudgetBatcher[_Job] = BudgetBatcher(policy=settings.policy(), clock=clock)
+        # Read vs answered offsets, for the lag gauge only (the delivery commits).
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight_batches = 0
@@ -113,20 +106,46 @@ class Worker:
         )
         self._counter: TokenCounter | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._resilient = Resilient(backend=backend, model=settings.model, settings=settings.triton)
+        self._delivery: Delivery = (
+            ExactlyOnce(
+                kafka=settings.kafka,
+                group=settings.group(),
+                on_drop=self.forget,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+            )
+            if settings.delivery == "exactly_once"
+            else AtLeastOnce(kafka=settings.kafka)
+        )
+        self._emitter = Emitter(
+            delivery=self._delivery,
+            topics=settings.topics,
+            answers=self._answers,
+            observer=self._obs,
+            clock=clock,
+            on_done=self._answered,
+        )
         self._cancels = CancelWatcher(kafka=settings.kafka, topic=settings.topics.control)
-        self.results_produced = 0
-        self._telemetry_turn = 0  # round robin over telemetry partitions
         self._progress = asyncio.Event()  # set when a batch finishes
         self._last_commit = -float("inf")  # engine clock, seconds
         self._admitting = 0  # records read, not yet decoded and queued
         self._prep_slots = asyncio.Semaphore(settings.preprocess_threads)
         self._assigned: set[TopicPartition] = set()
+        # Bumped when a partition is revoked or rewound: admissions begun before are void.
+        self._generation: dict[TopicPartition, int] = {}
         self._draining = False
 
     @property
     def topic(self) -> str:
         return self._topic
+
+    @property
+    def delivery(self) -> Delivery:
+        return self._delivery
+
+    @property
+    def results_produced(self) -> int:
+        return self._emitter.results_produced
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self._settings
@@ -136,45 +155,45 @@ class Worker:
         self._counter = await loop.run_in_executor(self._executor, TokenCounter)
         version = await self._backend.model_version(s.model)
         self._answers = replace(self._answers, model_version=version)
-        producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_request_size=s.kafka.max_request_size,
-            **kafka,
-        )
+        self._emitter.answers = self._answers
+        try:
+            await self._delivery.start()  # raises KafkaConnectError naming the settings to fix
+        except BaseException:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            raise
         consumer = AIOKafkaConsumer(
             group_id=s.group(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             max_partition_fetch_bytes=s.kafka.max_request_size,
             fetch_max_bytes=4 * s.kafka.max_request_size,
+            max_poll_interval_ms=s.max_poll_interval_ms,
             **kafka,
         )
-        await producer.start()
-        self._producer = producer
         await self._cancels.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
             log.info(
-                "worker %s serving %s (model version %s) from %s as group %s",
+                "worker %s serving %s (model version %s) from %s as group %s, %s",
                 self._name,
                 s.model,
                 version,
                 self._topic,
                 s.group(),
+                s.delivery,
             )
-            try:
-                while not stop.is_set() and self._fatal is None:
-                    await self._poll_once(consumer)
-                await self._drain(consumer)
-            finally:
-                await consumer.stop()
+            while not stop.is_set() and self._fatal is None:
+                await self._poll_once(consumer)
+            await self._drain(consumer)
         finally:
-            await self._cancels.stop()
-            await producer.stop()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            try:
+                await self._delivery.stop(consumer)
+            finally:
+                await self._cancels.stop()
+                await consumer.stop()
+                self._executor.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise self._fatal
 
@@ -199,14 +218,14 @@ class Worker:
         # Never 0: getmany(timeout_ms=0) can return without suspending, and a
         # loop that never suspends starves the in-flight batches.
         batches = await consumer.getmany(timeout_ms=max(1, int(timeout * 1000)), max_records=200)
-        records = [rec for recs in batches.values() for rec in recs]
+        records = [rec for recs in batches.values() for rec in recs if self._delivery.accept(rec)]
         if records:
             for rec in records:
                 self._offsets.track(TopicPartition(rec.topic, rec.partition), rec.offset)
             # Preprocessing is a stage of its own: the loop goes on fetching
             # (and batches go on running) while these are decoded and priced.
             self._admitting += len(records)
-            self._spawn(self._admit(records))
+            self._spawn(self._admit(records, dict(self._generation)))
         self._dispatch()
         if self._clock() - self._last_commit >= self._settings.commit_interval_s:
             await self._commit(consumer)
@@ -222,10 +241,15 @@ class Worker:
         in_flight_cost = self._batcher.pending_cost() + self._running_cost
         limit_n, limit_cost = self._settings.max_pending_requests, self._max_in_flight_cost
         if not consumer.paused():
-            if pending >= limit_n or in_flight_cost >= limit_cost:
+            breaker_open = self._resilient.breaker.is_open  # Triton down: hold the input
+            if breaker_open or pending >= limit_n or in_flight_cost >= limit_cost:
                 consumer.pause(*consumer.assignment())
                 log.debug("paused fetching: %d pending, in-flight cost %d", pending, in_flight_cost)
-        elif pending < 0.75 * limit_n and in_flight_cost < 0.75 * limit_cost:
+        elif (
+            not self._resilient.breaker.is_open
+            and pending < 0.75 * limit_n
+            and in_flight_cost < 0.75 * limit_cost
+        ):
             consumer.resume(*consumer.paused())
         lag = self._offsets.lag({tp: consumer.highwater(tp) for tp in consumer.assignment()})
         self._obs.sample(
@@ -235,20 +259,29 @@ class Worker:
         )
         return bool(consumer.paused())
 
-    async def _admit(self, records: list[Record]) -> None:
+    async def _admit(self, records: list[Record], generation: dict[TopicPartition, int]) -> None:
         """Decode, validate and price `records` off the loop, then queue or answer each.
 
-        Records of partitions revoked meanwhile are dropped: their new owner
-        reads them again.
+        Records of partitions revoked or rewound meanwhile (their `generation`
+        moved on) are dropped: they are read again.
         """
         assert self._executor is not None and self._counter is not None
         counter, spec = self._counter, self._spec
+        limits = WireLimits(image_root=self._settings.image_root)
 
         def admit_all() -> list[Admitted | WireError]:
             out: list[Admitted | WireError] = []
             for rec in records:
                 try:
-                    out.append(admit(rec.value, list(rec.headers), serving=spec, counter=counter))
+                    out.append(
+                        admit(
+                            rec.value,
+                            list(rec.headers),
+                            serving=spec,
+                            counter=counter,
+                            limits=limits,
+                        )
+                    )
                 except WireError as exc:
                     out.append(exc)
             return out
@@ -262,7 +295,8 @@ class Worker:
             self._progress.set()
         now, wall_ms = self._clock(), now_ms()
         for rec, outcome in zip(records, outcomes, strict=True):
-            if TopicPartition(rec.topic, rec.partition) not in self._assigned:
+            tp = TopicPartition(rec.topic, rec.partition)
+            if tp not in self._assigned or self._generation.get(tp, 0) != generation.get(tp, 0):
                 continue
             if isinstance(outcome, WireError):
                 self._refuse_undecodable(rec, outcome)
@@ -323,11 +357,7 @@ class Worker:
 
     async def _commit(self, consumer: AIOKafkaConsumer) -> None:
         self._last_commit = self._clock()
-        assigned = consumer.assignment()
-        offsets = {tp: off for tp, off in self._offsets.committable().items() if tp in assigned}
-        if offsets:
-            await consumer.commit(offsets)
-            self._offsets.mark_committed(offsets)
+        await self._delivery.commit(consumer)
 
     async def _drain(self, consumer: AIOKafkaConsumer) -> None:
         """Stop fetching; let running batches finish within the grace period; commit."""
@@ -360,17 +390,20 @@ class Worker:
             callback, self._on_ready = self._on_ready, None
             callback()
 
+    def revoked(self, partitions: list[TopicPartition]) -> None:
+        """Partitions were revoked: forget them; their new owner reads them."""
+        self._assigned -= set(partitions)
+        self.forget(partitions)
+
     def forget(self, partitions: list[TopicPartition]) -> None:
-        """Partitions were revoked: drop what they queued here, the new owner re-reads it."""
+        """Partitions were revoked or rewound: drop what they queued here; they are re-read."""
         revoked = set(partitions)
-        self._assigned -= revoked
+        for tp in revoked:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
         dropped = self._batcher.remove_if(lambda job: job.tp in revoked)
         self._offsets.forget(partitions)
         if dropped:
             log.info("rebalance: handed %d queued request(s) back to the group", len(dropped))
-
-    def committable_for(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: off for tp, off in self._offsets.committable().items() if tp in partitions}
 
     # -- batches ----------------------------------------------------------
 
@@ -383,14 +416,14 @@ class Worker:
                 [job.span for job in jobs], [(started - job.arrived) * 1000 for job in jobs]
             )
             with self._obs.backend_call(span):
-                outcomes = await self._infer_isolating([job.admitted.inputs for job in jobs])
+                outcomes = await self._resilient.infer([job.admitted.inputs for job in jobs])
             compute_ms = (self._clock() - started) * 1000
         finally:
             self._in_flight_batches -= 1
             self._running_cost -= batch.padded_cost
             self._progress.set()
             self._dispatch()
-        answers: list[_Answer] = []
+        answers: list[Answer] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             timings = Timings(
                 queue_ms=round((started - job.arrived) * 1000, 3),
@@ -405,42 +438,17 @@ class Worker:
                 )
                 dlq = None if outcome.retriable else dead_letter(job.record, outcome, "infer")
                 answers.append(
-                    _Answer(job.record, result, dlq, request.reply_to, job.span, job.arrived)
+                    Answer(job.record, result, dlq, request.reply_to, job.span, job.arrived)
                 )
             else:
                 ok = self._answers.result(request, Status.OK, outputs=outcome, timings=timings)
                 answers.append(
-                    _Answer(job.record, ok, None, request.reply_to, job.span, job.arrived)
+                    Answer(job.record, ok, None, request.reply_to, job.span, job.arrived)
                 )
         errors = [o.code for o in outcomes if isinstance(o, BackendError)]
         event = self._batch_event(batch, compute_ms, started, span, errors)
         # One task per batch: results produced together, acks awaited together.
         self._spawn(self._emit(answers, (event, span)))
-
-    async def _infer_isolating(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
-        """Infer a batch; if the backend refuses it, bisect so one poison input fails alone."""
-        try:
-            return list(await self._infer_retrying(inputs))
-        except BackendError as exc:
-            if exc.retriable or len(inputs) == 1:
-                return [exc] * len(inputs)
-        mid = len(inputs) // 2
-        return await self._infer_isolating(inputs[:mid]) + await self._infer_isolating(inputs[mid:])
-
-    async def _infer_retrying(self, inputs: list[ModelInputs]) -> list[Outputs]:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.triton.attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=5.0),
-            retry=retry_if_exception(lambda e: isinstance(e, BackendError) and e.retriable),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                outputs = await self._backend.infer(self._settings.model, inputs)
-                if len(outputs) != len(inputs):
-                    raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(inputs)}")
-                return outputs
-        raise AssertionError("unreachable: tenacity reraises")
 
     # -- answers ----------------------------------------------------------
 
@@ -449,53 +457,20 @@ class Worker:
         result = None if rid is None else self._answers.undecodable(rid, exc.code, str(exc))
         log.warning("refused record %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc.code)
         span = self._obs.refused(rec, rid, exc.code)
-        answer = _Answer(rec, result, dead_letter(rec, exc, "admit", rid), None, span, None)
+        answer = Answer(rec, result, dead_letter(rec, exc, "admit", rid), None, span, None)
         self._spawn(self._emit([answer]))
 
     def _answer(self, job: _Job, result: InferenceResult, dlq: DeadLetter | None = None) -> None:
         reply_to = job.admitted.request.reply_to
-        self._spawn(self._emit([_Answer(job.record, result, dlq, reply_to, job.span, job.arrived)]))
+        self._spawn(self._emit([Answer(job.record, result, dlq, reply_to, job.span, job.arrived)]))
 
     async def _emit(
-        self, answers: list[_Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
+        self, answers: list[Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
     ) -> None:
-        """Produce results (and DLQ records); mark offsets done once all are acked.
+        await self._emitter.emit(answers, batch_event)
 
-        Telemetry follows, best effort: it never holds back a commit.
-        """
-        assert self._producer is not None
-        topics = self._settings.topics
-        sends = []
-        for a in answers:
-            if a.result is not None:
-                topic = a.reply_to or topics.results
-                with self._obs.result_send(a.span, topic, a.result) as hdrs:
-                    sends.append(
-                        await self._producer.send(
-                            topic, encode(a.result), key=a.result.request_id.encode(), headers=hdrs
-                        )
-                    )
-            if a.dlq is not None:
-                rec = a.record
-                sends.append(
-                    await self._producer.send(
-                        topics.dlq,
-                        rec.value,
-                        key=rec.key,
-                        headers=list(rec.headers) + a.dlq.to_headers(),
-                    )
-                )
-        await asyncio.gather(*sends)
-        events = [] if batch_event is None else [batch_event]
-        now = self._clock()
-        for a in answers:
-            self._offsets.done(TopicPartition(a.record.topic, a.record.partition), a.record.offset)
-            process_s = 0.0 if a.arrived is None else now - a.arrived
-            self._obs.answered(a.span, a.result, process_s=process_s)
-            if a.result is not None:
-                self.results_produced += 1
-                events.append((self._answers.request_event(a.result), a.span))
-        await self._send_telemetry(events)
+    def _answered(self, rec: Record) -> None:
+        self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
 
     # -- telemetry --------------------------------------------------------
 
@@ -528,32 +503,6 @@ class Worker:
         )
         return event
 
-    async def _send_telemetry(self, events: list[tuple[TelemetryEvent, Span]]) -> None:
-        """Append `events` to one record batch for one partition (cheaper than one send each).
-
-        Best effort: it never holds back a commit. Each record carries its span's context.
-        """
-        assert self._producer is not None
-        topic = self._settings.topics.telemetry
-        pending = list(events)
-        while pending:
-            builder = self._producer.create_batch()
-            appended = 0
-            while pending:
-                event, span = pending[0]
-                value, hdrs = encode(event), self._obs.telemetry_headers(span)
-                if builder.append(key=None, value=value, timestamp=None, headers=hdrs) is None:
-                    break
-                pending.pop(0)
-                appended += 1
-            if appended == 0:  # larger than a whole record batch: cannot be sent
-                log.warning("dropped a %d-byte telemetry event", len(encode(pending.pop(0)[0])))
-                continue
-            partitions = sorted(await self._producer.partitions_for(topic))
-            self._telemetry_turn += 1
-            partition = partitions[self._telemetry_turn % len(partitions)]
-            await self._producer.send_batch(builder, topic, partition=partition)
-
     # -- tasks ------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -579,11 +528,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        offsets = self._worker.committable_for(list(revoked))
-        if offsets:
-            await self._consumer.commit(offsets)
-        self._worker.forget(list(revoked))
+        await self._worker.delivery.revoked(self._consumer, list(revoked))
+        self._worker.revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        await self._worker.delivery.assigned(self._consumer, list(assigned))
         self._worker.joined(list(assigned))

@@ -97,7 +97,26 @@ def _modes(cfg: BenchConfig, workload: str) -> list[_Mode]:
 
 
 @contextlib.contextmanager
-def _servers(cache_dir: Path, state: Path, say: Say) -> Iterator[tuple[KafkaSettings, str]]:
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """`name` set to `value` (unset when None) for the block, then restored."""
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextlib.contextmanager
+def _servers(
+    cache_dir: Path, state: Path, say: Say
+) -> Iterator[tuple[KafkaSettings, str, str | None]]:
     """A Kafka broker and a Triton on free loopback ports, stopped on exit."""
     kafka = LocalKafka(
         KafkaLocalConfig(
@@ -125,7 +144,8 @@ def _servers(cache_dir: Path, state: Path, say: Say) -> Iterator[tuple[KafkaSett
         say("starting Triton")
         triton.start()
         try:
-            yield KafkaSettings(bootstrap_servers=kafka.bootstrap_servers), triton.grpc_url
+            kafka_settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
+            yield kafka_settings, triton.grpc_url, triton.admin_key()
         finally:
             triton.stop()
     finally:
@@ -137,9 +157,10 @@ async def run_bench(
     *,
     say: Say,
     tick: Tick,
-    servers: tuple[KafkaSettings, str] | None = None,
+    servers: tuple[KafkaSettings, str, str | None] | None = None,
 ) -> BenchResult:
-    """Run every mode; on `servers` (Kafka settings, Triton gRPC url) if given, else on
+    """Run every mode; on `servers` (Kafka settings, Triton gRPC url, Triton admin key) if given,
+    else on
     a Kafka and a Triton of its own, started on free ports and stopped afterwards."""
     result = BenchResult(config={"quick": cfg.quick, "seed": cfg.seed, "transport": cfg.transport})
     say("generating the request mix")
@@ -148,7 +169,11 @@ async def run_bench(
         workloads.append(image_workload(seed=cfg.seed))
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp, contextlib.ExitStack() as stack:
         state = Path(tmp)
-        kafka, triton_url = servers or stack.enter_context(_servers(cfg.cache_dir, state, say))
+        kafka, triton_url, admin_key = servers or stack.enter_context(
+            _servers(cfg.cache_dir, state, say)
+        )
+        # Worker processes inherit it: the shm transport registers regions with it.
+        stack.enter_context(_environ("SLUICEGATE_TRITON__ADMIN_KEY", admin_key))
         for workload in workloads:
             await _workload(cfg, workload, kafka, triton_url, state, result, say, tick)
         await _null_vs_relay(cfg, kafka, triton_url, state, result, say, tick)
@@ -182,7 +207,11 @@ async def _workload(
     backlog = (300 if cfg.quick else 600) if text else 16
     settings = WorkerSettings(model=workload.model, pool="cpu")
     policy = settings.policy()
-    backend = TritonBackend(url=triton_url, transport=cfg.transport)  # type: ignore[arg-type]
+    backend = TritonBackend(
+        url=triton_url,
+        transport=cfg.transport,  # type: ignore[arg-type]
+        admin_key=os.environ.get("SLUICEGATE_TRITON__ADMIN_KEY"),
+    )
     try:
         say(f"{workload.name}: measuring the direct path's capacity ({backlog} at once)")
         cal = await run_direct(

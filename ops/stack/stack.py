@@ -188,6 +188,8 @@ class LocalStack:
         extra = {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": s.triton_url,
+            # The shm transport registers regions through Triton's admin API.
+            "SLUICEGATE_TRITON__ADMIN_KEY": self.triton.admin_key(),
         }
         if s.observability:
             port = free_port()

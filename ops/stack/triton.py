@@ -15,8 +15,15 @@ directly on a model repository (see ``ops/models/build.py``):
   runs as this virtualenv (its site-packages and ``.pth`` files, so numpy<2,
   onnxruntime and an editable sluicegate), as pytriton itself arranges;
 - every address is bound to the configured host (Triton binds 0.0.0.0 by
-  default); all models load at start (``--model-control-mode=none``), any
-  load failure stops the server (``--exit-on-error``).
+  default); all models load at start (``--model-control-mode=none``: no
+  client can load, unload or replace a model at runtime), any load failure
+  stops the server (``--exit-on-error``);
+- the admin APIs (model repository, model config, shared memory, statistics,
+  trace, logging) are restricted on both gRPC and HTTP to callers that send
+  the header ``admin-key`` (HTTP) or ``triton-grpc-protocol-admin-key``
+  (gRPC) with the key in ``<state_dir>/admin.key``
+  (made on first start, mode 0600); health, metadata and inference stay open
+  to the workers. See docs/security.md.
 
 Ready means every model of the repository reports READY over gRPC, not just
 an open port. The NVML/DCGM errors Triton logs on a machine without a GPU are
@@ -28,6 +35,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -39,6 +47,19 @@ from sluicegate.ops.models.build import model_names
 from sluicegate.ops.stack.process import ManagedProcess, StackError, port_is_open, wait_until
 
 __all__ = ["LocalTriton", "TritonLocalConfig", "triton_wheel"]
+
+#: APIs only an operator needs; workers use health, metadata and inference.
+RESTRICTED_APIS = (
+    "model-repository",
+    "model-config",
+    "shared-memory",
+    "statistics",
+    "trace",
+    "logging",
+)
+ADMIN_HEADER = "admin-key"
+#: Triton prefixes the header it checks on gRPC.
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
 # Triton's log lines: E for error, then MMDD.
 _ERROR_LINE = re.compile(r"^E\d{4} ")
@@ -134,11 +155,21 @@ class LocalTriton:
         """The server's pid (from the pid file) while it is alive, else None."""
         return self._process.pid()
 
+    def admin_key(self) -> str:
+        """The key admin calls send in ``admin-key`` (created on first use)."""
+        path = self.config.state_dir / "admin.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(16))
+        return path.read_text().strip()
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         """The argv and environment ``start`` uses (prepares the backend dir)."""
         wheel = triton_wheel()
         backends = self._prepare_backends(wheel)
         cfg = self.config
+        restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key()}"
         argv = [
             str(wheel.server),
             f"--model-repository={cfg.repository.absolute()}",
@@ -150,6 +181,8 @@ class LocalTriton:
             f"--metrics-address={cfg.host}",
             f"--metrics-port={cfg.metrics_port}",
             "--model-control-mode=none",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--http-restricted-api={restricted}",
             "--exit-on-error=true",
             "--strict-readiness=true",
             # No GPU here: skip the pinned (CUDA host) memory pool.

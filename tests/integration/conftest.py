@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,8 +114,13 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
 
     @contextlib.asynccontextmanager
     async def running(
-        model: str, *, backend: InferenceBackend | None = None, **batch: int
+        model: str,
+        *,
+        backend: InferenceBackend | None = None,
+        options: dict[str, Any] | None = None,
+        **batch: int,
     ) -> AsyncIterator[Worker]:
+        """`options`: other WorkerSettings fields, e.g. {"delivery": "exactly_once"}."""
         settings = WorkerSettings(
             model=model,
             pool="cpu",
@@ -123,6 +129,7 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
             triton=TritonSettings(url=stack.settings.triton_url, timeout_s=60),
             batch=BatchSettings(**batch),
             group_id=f"{topics.work_prefix}.{model}.group",
+            **(options or {}),
         )
         backend = backend or TritonBackend(url=settings.triton.url)
         ready = asyncio.Event()

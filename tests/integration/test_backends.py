@@ -18,6 +18,7 @@ from sluicegate.ops.models.runners import build_runners
 from sluicegate.ops.samples import cer, normalise, render_page
 from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.workers.backends import InProcessBackend, ModelInputs, TritonBackend
+from sluicegate.workers.backends.triton import ADMIN_HEADER
 from sluicegate.workers.errors import BackendRejected
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ async def backends(stack: LocalStack) -> AsyncIterator[dict[str, object]]:
     url = stack.settings.triton_url
     made = {
         "grpc": TritonBackend(url=url, transport="grpc"),
-        "shm": TritonBackend(url=url, transport="shm", shm_slots=2),
+        "shm": TritonBackend(
+            url=url, transport="shm", shm_slots=2, admin_key=stack.triton.admin_key()
+        ),
         "onnxruntime": InProcessBackend(runners=build_runners(["text-embed", "ocr", "doc-match"])),
     }
     yield made
@@ -84,14 +87,20 @@ async def test_a_bad_image_fails_its_batch_as_rejected(
 
 async def test_shm_regions_are_registered_grown_and_released(stack: LocalStack) -> None:
     url = stack.settings.triton_url
-    backend = TritonBackend(url=url, transport="shm", shm_slots=1)
+    key = stack.triton.admin_key()
+    backend = TritonBackend(url=url, transport="shm", shm_slots=1, admin_key=key)
     probe = grpcaio.InferenceServerClient(url)
-    before = set((await probe.get_system_shared_memory_status(as_json=True)).get("regions", {}))
+    admin = {ADMIN_HEADER: key}
+
+    async def regions() -> dict[str, dict[str, str]]:
+        status = await probe.get_system_shared_memory_status(as_json=True, headers=admin)
+        found: dict[str, dict[str, str]] = status.get("regions", {})
+        return found
+
+    before = set(await regions())
     try:
         await backend.infer("text-embed", [ModelInputs(texts=("hello",))])
-        status = await probe.get_system_shared_memory_status(as_json=True)
-        regions = status.get("regions", {})
-        mine = {name: r for name, r in regions.items() if name not in before}
+        mine = {name: r for name, r in (await regions()).items() if name not in before}
         assert len(mine) == 1 and int(next(iter(mine.values()))["byte_size"]) == 1 << 20
         # A batch larger than the region (3 x ~700 kB of image bytes) grows it.
         big = bytes(700_000)
@@ -101,16 +110,14 @@ async def test_shm_regions_are_registered_grown_and_released(stack: LocalStack) 
         assert [normalise(o["text"]) for o in out] == [
             normalise("Order number 77812 confirmed")
         ] * 3
-        status = await probe.get_system_shared_memory_status(as_json=True)
-        ours = {n: r for n, r in status.get("regions", {}).items() if n not in before}
+        ours = {n: r for n, r in (await regions()).items() if n not in before}
         # The grown region replaces the first under a new name (Triton may
         # still hold the old one for a moment; it is released then or at close).
         assert 1 << 22 in {int(r["byte_size"]) for r in ours.values()}
         mine = set(mine) | set(ours)
     finally:
         await backend.close()
-    status = await probe.get_system_shared_memory_status(as_json=True)
-    assert not set(status.get("regions", {})) & set(mine)
+    assert not set(await regions()) & set(mine)
     await probe.close()
 
 

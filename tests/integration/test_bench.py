@@ -31,7 +31,7 @@ async def test_quick_bench_answers_everything_and_writes_its_report(
         BenchConfig(quick=True),
         say=lambda _msg: None,
         tick=lambda label, done, total: ticks.append((label, done, total)),
-        servers=(stack.settings.kafka(), stack.settings.triton_url),
+        servers=(stack.settings.kafka(), stack.settings.triton_url, stack.triton.admin_key()),
     )
     modes = {p.mode for p in result.points}
     assert modes == {"direct", "budget", "unbatched", "count-8"}

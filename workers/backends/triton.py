@@ -28,6 +28,8 @@ from .base import ModelInputs, Outputs
 from .triton_shm import ShmPool
 
 Transport = Literal["grpc", "shm"]
+# gRPC metadata carrying the key of Triton's restricted admin APIs.
+ADMIN_HEADER = "triton-grpc-protocol-admin-key"
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,12 @@ class TritonBackend:
         timeout_s: float = 60.0,
         transport: Transport = "grpc",
         shm_slots: int = 4,
+        admin_key: str | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._url = url
+        # Shared-memory (un)registration is an admin API on a locked-down Triton.
+        self._admin = {ADMIN_HEADER: admin_key} if admin_key else None
         self._tracer = get_tracer(tracer_provider)
         self._timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url)
@@ -173,13 +178,13 @@ class TritonBackend:
 
     async def _register(self, name: str, key: str, size: int) -> None:
         try:
-            await self._client.register_system_shared_memory(name, key, size)
+            await self._client.register_system_shared_memory(name, key, size, headers=self._admin)
         except InferenceServerException as exc:
             raise map_error(exc, url=self._url) from exc
 
     async def _unregister(self, name: str) -> None:
         try:
-            await self._client.unregister_system_shared_memory(name)
+            await self._client.unregister_system_shared_memory(name, headers=self._admin)
         except InferenceServerException as exc:
             raise map_error(exc, url=self._url) from exc
 

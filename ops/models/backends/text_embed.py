@@ -11,6 +11,7 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
+from sluicegate.ops.models.backends._chaos import chaos_delay
 from sluicegate.ops.models.backends._triton import (
     input_items,
     prepare_model,
@@ -42,6 +43,7 @@ class TritonPythonModel:
         self._embedder = text_embedder(params)
 
     def execute(self, requests: list[Any]) -> list[Any]:
+        chaos_delay()
         return respond_each(requests, self._handle)
 
     def _handle(self, request: Any) -> Any:

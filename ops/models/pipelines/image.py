@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from sluicegate.schemas.imaging import ImageDecodeError, image_size
+from sluicegate.schemas.imaging import ALLOWED_FORMATS, ImageDecodeError, image_size
 
 __all__ = ["decode_bgr"]
 
@@ -24,10 +24,10 @@ def decode_bgr(data: bytes) -> npt.NDArray[np.uint8]:
     """
     width, height = image_size(data)
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
             img.load()
             rgb = _to_rgb(img)
-    except Image.DecompressionBombError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"image too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(

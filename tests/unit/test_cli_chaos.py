@@ -1,0 +1,30 @@
+"""`sluicegate chaos` is registered, lists its scenarios and refuses unknown ones."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from sluicegate.ops.chaos.scenarios import SCENARIOS
+from sluicegate.ops.cli import app
+
+
+def test_chaos_help_and_unknown_scenario() -> None:
+    runner = CliRunner()
+    shown = runner.invoke(app, ["chaos", "--help"])
+    assert shown.exit_code == 0 and "--requests" in shown.output and "--mode" in shown.output
+    refused = runner.invoke(app, ["chaos", "--scenario", "meteor-strike"])
+    assert refused.exit_code == 2
+    assert len(SCENARIOS) == 7
+
+
+def test_scenario_names_match_the_issue_list() -> None:
+    assert list(SCENARIOS) == [
+        "kill-worker",
+        "scale-workers",
+        "broker-restart",
+        "triton-restart",
+        "slow-triton",
+        "overload",
+        "leader-kill",
+    ]
+    assert SCENARIOS["leader-kill"].brokers == 3

@@ -1,0 +1,161 @@
+"""How a worker's output reaches Kafka and when an input offset counts as done.
+
+Two implementations behind one interface, chosen by `WorkerSettings.delivery`:
+
+- :class:`AtLeastOnce` (default): one idempotent producer; a record's offset
+  counts as done once its result (and DLQ record) is acknowledged, and the
+  consumer commits up to the lowest offset not yet done. After a crash the
+  records past the last commit run again: their results may repeat, with the
+  same `request_id`, the same status and the same outputs (a consumer dedupes
+  by `request_id`; see docs/delivery.md).
+- :class:`~.transactions.ExactlyOnce`: one transactional producer per input
+  partition; results, telemetry, DLQ records and the input offsets go out in
+  one transaction, so a `read_committed` reader sees each result once.
+
+The engine calls, in this order for each record: `accept` (on read; False
+means "drop it, it is not ours to answer now"), then exactly one `emit` with
+every record the input produces; `commit` from the poll loop; `assigned` /
+`revoked` from the rebalance listener; `stop` once at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from sluicegate.schemas.settings import KafkaSettings
+
+from .answers import Record
+from .offsets import OffsetTracker
+
+log = logging.getLogger("sluicegate.worker.delivery")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    """One record a worker writes (a result, a DLQ record or a telemetry event)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # At-least-once: the input offset waits for this record's acknowledgement.
+    # False for telemetry, which is best effort there (exactly-once sends it
+    # in the transaction like everything else).
+    required: bool = True
+
+
+class Delivery(Protocol):
+    """The output side of a worker; see the module docstring for the call order."""
+
+    async def start(self) -> None:
+        """Connect; raises `KafkaConnectError` naming the settings to fix."""
+        ...
+
+    async def stop(self, consumer: AIOKafkaConsumer) -> None: ...
+
+    def accept(self, rec: Record) -> bool:
+        """Start tracking `rec`; False if it must be dropped unanswered (not ours now)."""
+        ...
+
+    async def emit(self, rec: Record, messages: Sequence[Outgoing]) -> None:
+        """Everything `rec` produces. Called at most once per accepted record."""
+        ...
+
+    async def attach(self, anchor: Record, message: Outgoing) -> None:
+        """A record that belongs to no single input (batch telemetry), sent with `anchor`'s."""
+        ...
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None: ...
+
+    async def assigned(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> None: ...
+
+    async def revoked(
+        self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+    ) -> None: ...
+
+
+async def probe(kafka: KafkaSettings) -> None:
+    """Bootstrap once; raises `KafkaConnectError` (unreachable, bad credentials, bad TLS)."""
+    client = AIOKafkaClient(**kafka.client_kwargs())
+    try:
+        await client.bootstrap()
+    except KafkaConnectionError as exc:
+        raise kafka.connect_error(exc) from exc
+    finally:
+        await client.close()
+
+
+def tp_of(rec: Record) -> TopicPartition:
+    return TopicPartition(rec.topic, rec.partition)
+
+
+class AtLeastOnce:
+    """Idempotent producer, acknowledged-then-committed offsets (see module docstring)."""
+
+    def __init__(self, *, kafka: KafkaSettings) -> None:
+        self._producer = AIOKafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_request_size=kafka.max_request_size,
+            **kafka.client_kwargs(),
+        )
+        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._kafka = kafka
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as exc:
+            await self._producer.stop()
+            raise self._kafka.connect_error(exc) from exc
+
+    async def stop(self, consumer: AIOKafkaConsumer) -> None:
+        await self._producer.stop()
+
+    def accept(self, rec: Record) -> bool:
+        self._offsets.track(tp_of(rec), rec.offset)
+        return True
+
+    async def emit(self, rec: Record, messages: Sequence[Outgoing]) -> None:
+        acks = [await self._send(m) for m in messages if m.required]
+        await asyncio.gather(*acks)
+        self._offsets.done(tp_of(rec), rec.offset)
+        for message in messages:
+            if not message.required:
+                await self._send(message)  # enqueued; its acknowledgement is not awaited
+
+    async def attach(self, anchor: Record, message: Outgoing) -> None:
+        await self._send(message)
+
+    async def _send(self, m: Outgoing) -> asyncio.Future[object]:
+        fut: asyncio.Future[object] = await self._producer.send(
+            m.topic, m.value, key=m.key, headers=m.headers
+        )
+        return fut
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        assigned = consumer.assignment()
+        offsets = {tp: off for tp, off in self._offsets.committable().items() if tp in assigned}
+        if offsets:
+            await consumer.commit(offsets)
+            self._offsets.mark_committed(offsets)
+
+    async def assigned(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        return None
+
+    async def revoked(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        revoked = set(partitions)
+        offsets = {tp: o for tp, o in self._offsets.committable().items() if tp in revoked}
+        if offsets:
+            await consumer.commit(offsets)
+        self._offsets.forget(partitions)

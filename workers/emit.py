@@ -1,0 +1,112 @@
+"""Turning a worker's answers into records for its `Delivery`.
+
+One `emit` per batch (or per single answer: a refusal, an expiry): every
+answer's result, request telemetry and DLQ record go to the delivery
+together, their acknowledgements awaited together, and the batch's own
+telemetry event rides with the last answer's input (`Delivery.attach`).
+Each record carries its request's (or batch's) trace context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry.trace import INVALID_SPAN, Span
+
+from sluicegate.schemas.codec import encode
+from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.models import InferenceResult, TelemetryEvent
+from sluicegate.schemas.settings import TopicSettings
+
+from .answers import Answers, Record
+from .delivery import Delivery, Outgoing
+from .tracing import WorkerObserver
+
+__all__ = ["Answer", "Emitter"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One record's answer: its result (None if no request_id is recoverable) and DLQ record."""
+
+    record: Record
+    result: InferenceResult | None
+    dlq: DeadLetter | None
+    reply_to: str | None
+    span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
+    arrived: float | None = None  # engine clock, seconds
+
+
+class Emitter:
+    """Hands answers to the delivery; `on_done(record)` runs once each is delivered."""
+
+    def __init__(
+        self,
+        *,
+        delivery: Delivery,
+        topics: TopicSettings,
+        answers: Answers,
+        observer: WorkerObserver,
+        clock: Callable[[], float],
+        on_done: Callable[[Record], None],
+    ) -> None:
+        self._delivery = delivery
+        self._topics = topics
+        self.answers = answers  # replaced once the model version is known
+        self._obs = observer
+        self._clock = clock
+        self._on_done = on_done
+        self.results_produced = 0
+
+    async def emit(
+        self, answers: list[Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
+    ) -> None:
+        """Deliver every answer (together), then the batch's telemetry event, if any."""
+        await asyncio.gather(*(self._one(a) for a in answers))
+        if batch_event is not None and answers:
+            event, span = batch_event
+            message = Outgoing(
+                topic=self._topics.telemetry,
+                value=encode(event),
+                headers=self._obs.telemetry_headers(span),
+                required=False,
+            )
+            await self._delivery.attach(answers[-1].record, message)
+
+    async def _one(self, a: Answer) -> None:
+        out: list[Outgoing] = []
+        if a.result is not None:
+            topic = a.reply_to or self._topics.results
+            with self._obs.result_send(a.span, topic, a.result) as hdrs:
+                key = a.result.request_id.encode()
+                out.append(Outgoing(topic=topic, value=encode(a.result), key=key, headers=hdrs))
+                # Request telemetry: best effort at least once, in the transaction otherwise.
+                out.append(
+                    Outgoing(
+                        topic=self._topics.telemetry,
+                        value=encode(self.answers.request_event(a.result)),
+                        headers=self._obs.telemetry_headers(a.span),
+                        required=False,
+                    )
+                )
+                if a.dlq is not None:
+                    out.append(self._dead_letter(a.record, a.dlq))
+                await self._delivery.emit(a.record, out)
+        else:
+            assert a.dlq is not None, "an answer without a result is a dead letter"
+            await self._delivery.emit(a.record, [self._dead_letter(a.record, a.dlq)])
+        self._on_done(a.record)
+        process_s = 0.0 if a.arrived is None else self._clock() - a.arrived
+        self._obs.answered(a.span, a.result, process_s=process_s)
+        if a.result is not None:
+            self.results_produced += 1
+
+    def _dead_letter(self, rec: Record, dlq: DeadLetter) -> Outgoing:
+        return Outgoing(
+            topic=self._topics.dlq,
+            value=rec.value,
+            key=rec.key,
+            headers=list(rec.headers) + dlq.to_headers(),
+        )
