@@ -25,7 +25,7 @@ def bench(
     transport: Annotated[
         Literal["grpc", "shm"],
         typer.Option(help="Triton transport of the main run; the full run also tries the other."),
-    ] = "grpc",
+    ] = "shm",
     seed: Annotated[int, typer.Option(help="Seed of the request mix and the arrivals.")] = 7,
 ) -> None:
     """Measure budget batching against direct Triton, unbatched and count batching.

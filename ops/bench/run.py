@@ -51,7 +51,7 @@ Tick = Callable[[str, int, int], None]
 class BenchConfig:
     quick: bool = False
     seed: int = 7
-    transport: str = "grpc"  # the default transport; "budget-alt" runs the other
+    transport: str = "shm"  # what `sluicegate up` runs; "budget-<other>" runs the other
     cache_dir: Path = Path(".cache")
 
 
@@ -204,7 +204,7 @@ async def _workload(
     duration = (3.0 if cfg.quick else 5.0) if text else 20.0
     max_latency = 20.0 if text else 60.0
     fractions = (0.5, 1.5) if cfg.quick else (0.3, 0.8, 1.5)
-    backlog = (300 if cfg.quick else 600) if text else 16
+    backlog = (300 if cfg.quick else 600) if text else 32
     settings = WorkerSettings(model=workload.model, pool="cpu")
     policy = settings.policy()
     backend = TritonBackend(
