@@ -257,6 +257,7 @@ class Worker:
             paused=len(consumer.paused()),
             lag={tp.partition: n for tp, n in lag.items()},
         )
+        self._obs.metrics.circuit_state(self._resilient.breaker.state.value)
         return bool(consumer.paused())
 
     async def _admit(self, records: list[Record], generation: dict[TopicPartition, int]) -> None:

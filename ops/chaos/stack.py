@@ -22,7 +22,7 @@ import psutil
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
 from ..models.backends._chaos import DELAY_ENV
-from ..models.build import build_repository
+from ..models.build import MANIFEST_NAME, build_repository
 from ..stack.kafka import KafkaLocalConfig, LocalKafka
 from ..stack.process import ManagedProcess, StackError, free_port, wait_until
 from ..stack.triton import LocalTriton, TritonLocalConfig
@@ -113,6 +113,10 @@ class ChaosStack:
         link = repo / MODEL
         if not link.exists():
             link.symlink_to(full / MODEL, target_is_directory=True)
+        # Each model checks its artifacts against the repository's sha256 manifest.
+        manifest = repo / MANIFEST_NAME
+        if not manifest.exists():
+            manifest.symlink_to(full / MANIFEST_NAME)
         if self.kafka is not None:
             self.kafka.start()
         else:
