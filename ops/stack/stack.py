@@ -188,9 +188,10 @@ class LocalStack:
         extra = {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": s.triton_url,
-            # Triton runs on this host: inputs go through system shared memory
-            # (faster than in the gRPC message in `make bench`: 6 % text, 17 % images),
-            # registered through Triton's admin API, hence the key.
+            # Triton runs on this host: inputs go through system shared memory,
+            # registered through Triton's admin API, hence the key. In `make bench`
+            # images ran 7-17 % faster than inside gRPC messages; text was within
+            # run-order noise (docs/batching.md).
             "SLUICEGATE_TRITON__TRANSPORT": "shm",
             "SLUICEGATE_TRITON__ADMIN_KEY": self.triton.admin_key(),
         }
