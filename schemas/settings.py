@@ -92,3 +92,9 @@ class TopicSettings(BaseModel):
 
     def work(self, model: str, pool: str) -> str:
         return topics.work_topic(model, pool, prefix=self.work_prefix)
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> TopicSettings:
+        """Every default topic name under `prefix` instead of `sg` (tests, benchmarks)."""
+        names = cls().model_dump()
+        return cls(**{field: prefix + name.removeprefix("sg") for field, name in names.items()})

@@ -74,6 +74,10 @@ class Delivery(Protocol):
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None: ...
 
+    def lag(self, highwater: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
+        """Records not yet answered per partition: high watermark minus the lowest unanswered."""
+        ...
+
     async def assigned(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
     ) -> None: ...
@@ -142,6 +146,9 @@ class AtLeastOnce:
             m.topic, m.value, key=m.key, headers=m.headers
         )
         return fut
+
+    def lag(self, highwater: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
+        return self._offsets.lag(highwater)
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
         assigned = consumer.assignment()

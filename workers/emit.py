@@ -40,7 +40,7 @@ class Answer:
 
 
 class Emitter:
-    """Hands answers to the delivery; `on_done(record)` runs once each is delivered."""
+    """Hands answers to the delivery, which tracks and commits their offsets."""
 
     def __init__(
         self,
@@ -50,14 +50,12 @@ class Emitter:
         answers: Answers,
         observer: WorkerObserver,
         clock: Callable[[], float],
-        on_done: Callable[[Record], None],
     ) -> None:
         self._delivery = delivery
         self._topics = topics
         self.answers = answers  # replaced once the model version is known
         self._obs = observer
         self._clock = clock
-        self._on_done = on_done
         self.results_produced = 0
 
     async def emit(
@@ -97,7 +95,6 @@ class Emitter:
         else:
             assert a.dlq is not None, "an answer without a result is a dead letter"
             await self._delivery.emit(a.record, [self._dead_letter(a.record, a.dlq)])
-        self._on_done(a.record)
         process_s = 0.0 if a.arrived is None else self._clock() - a.arrived
         self._obs.answered(a.span, a.result, process_s=process_s)
         if a.result is not None:

@@ -46,7 +46,6 @@ from .config import WorkerSettings
 from .delivery import AtLeastOnce, Delivery
 from .emit import Answer, Emitter
 from .errors import BackendError
-from .offsets import OffsetTracker
 from .resilience import Resilient
 from .tracing import WorkerObserver
 from .transactions import ExactlyOnce
@@ -87,8 +86,6 @@ class Worker:
         self._topic = settings.topics.work(settings.model, settings.pool)
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         self._batcher: BudgetBatcher[_Job] = BudgetBatcher(policy=settings.policy(), clock=clock)
-        # Read vs answered offsets, for the lag gauge only (the delivery commits).
-        self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight_batches = 0
         self._running_cost = 0  # padded cost of the batches at the backend
@@ -123,7 +120,6 @@ class Worker:
             answers=self._answers,
             observer=self._obs,
             clock=clock,
-            on_done=self._answered,
         )
         self._cancels = CancelWatcher(kafka=settings.kafka, topic=settings.topics.control)
         self._progress = asyncio.Event()  # set when a batch finishes
@@ -220,8 +216,6 @@ class Worker:
         batches = await consumer.getmany(timeout_ms=max(1, int(timeout * 1000)), max_records=200)
         records = [rec for recs in batches.values() for rec in recs if self._delivery.accept(rec)]
         if records:
-            for rec in records:
-                self._offsets.track(TopicPartition(rec.topic, rec.partition), rec.offset)
             # Preprocessing is a stage of its own: the loop goes on fetching
             # (and batches go on running) while these are decoded and priced.
             self._admitting += len(records)
@@ -251,7 +245,7 @@ class Worker:
             and in_flight_cost < 0.75 * limit_cost
         ):
             consumer.resume(*consumer.paused())
-        lag = self._offsets.lag({tp: consumer.highwater(tp) for tp in consumer.assignment()})
+        lag = self._delivery.lag({tp: consumer.highwater(tp) for tp in consumer.assignment()})
         self._obs.sample(
             in_flight_cost=in_flight_cost,
             paused=len(consumer.paused()),
@@ -402,7 +396,6 @@ class Worker:
         for tp in revoked:
             self._generation[tp] = self._generation.get(tp, 0) + 1
         dropped = self._batcher.remove_if(lambda job: job.tp in revoked)
-        self._offsets.forget(partitions)
         if dropped:
             log.info("rebalance: handed %d queued request(s) back to the group", len(dropped))
 
@@ -469,9 +462,6 @@ class Worker:
         self, answers: list[Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
     ) -> None:
         await self._emitter.emit(answers, batch_event)
-
-    def _answered(self, rec: Record) -> None:
-        self._offsets.done(TopicPartition(rec.topic, rec.partition), rec.offset)
 
     # -- telemetry --------------------------------------------------------
 

@@ -115,6 +115,13 @@ class ExactlyOnce:
         part.high = rec.offset + 1
         return True
 
+    def lag(self, highwater: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
+        return {
+            tp: max(0, high - self._parts[tp].upto())
+            for tp, high in highwater.items()
+            if high is not None and tp in self._parts
+        }
+
     async def emit(self, rec: Record, messages: Sequence[Outgoing]) -> None:
         part = self._parts.get(tp_of(rec))
         if part is None or rec.offset not in part.pending:

@@ -45,13 +45,7 @@ class BenchTopics:
 async def bench_topics(kafka: KafkaSettings, tag: str) -> AsyncIterator[BenchTopics]:
     """Topics and a consumer group of this run alone, deleted afterwards."""
     prefix = f"bench.{tag}.{uuid.uuid4().hex[:6]}"
-    topics = TopicSettings(
-        requests=f"{prefix}.requests",
-        results=f"{prefix}.results",
-        telemetry=f"{prefix}.telemetry",
-        dlq=f"{prefix}.dlq",
-        work_prefix=f"{prefix}.work",
-    )
+    topics = TopicSettings.prefixed(prefix)
     created = default_topics(topics)
     await ensure_topics(kafka, created)
     try:

@@ -120,16 +120,7 @@ async def through_router(settings: RouterSettings, count: int) -> float:
 async def bench_router_vs_relay(kafka: KafkaSettings, *, count: int = 5000) -> dict[str, float]:
     """Rates (records/s) of the relay and the router over `count` records, and router/relay."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
-    topics = TopicSettings(
-        requests=f"{prefix}.requests",
-        results=f"{prefix}.results",
-        telemetry=f"{prefix}.telemetry",
-        dlq=f"{prefix}.dlq",
-        work_prefix=f"{prefix}.work",
-        control=f"{prefix}.control",
-        shadow_results=f"{prefix}.shadow.results",
-        telemetry_rollup=f"{prefix}.telemetry.rollup",
-    )
+    topics = TopicSettings.prefixed(prefix)
     relay_in, relay_out = f"{prefix}.relay.in", f"{prefix}.relay.out"
     names = [*default_topics(topics), *streams_topics(topics), relay_in, relay_out]
     await ensure_topics(kafka, names, compacted=compacted_topics(topics))

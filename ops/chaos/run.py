@@ -89,13 +89,7 @@ class ChaosRun:
         self.replication = replication
         self.timeout_s = timeout_s or 180 + requests / 25
         prefix = f"chaos{uuid.uuid4().hex[:8]}"
-        self.topics = TopicSettings(
-            requests=f"{prefix}.requests",
-            results=f"{prefix}.results",
-            telemetry=f"{prefix}.telemetry",
-            dlq=f"{prefix}.dlq",
-            work_prefix=f"{prefix}.work",
-        )
+        self.topics = TopicSettings.prefixed(prefix)
         self.group = f"{prefix}.workers"
         self.work_topic = self.topics.work(MODEL, "cpu")
         self.report = Report(scenario=scenario, mode=mode)

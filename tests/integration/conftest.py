@@ -89,16 +89,7 @@ def stack_env(stack: LocalStack) -> dict[str, str]:
 async def topics(kafka: KafkaSettings) -> AsyncIterator[TopicSettings]:
     """Topic names unique to this test, created up front and deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    names = TopicSettings(
-        requests=f"{prefix}.requests",
-        results=f"{prefix}.results",
-        telemetry=f"{prefix}.telemetry",
-        dlq=f"{prefix}.dlq",
-        work_prefix=f"{prefix}.work",
-        control=f"{prefix}.control",
-        shadow_results=f"{prefix}.shadow.results",
-        telemetry_rollup=f"{prefix}.telemetry.rollup",
-    )
+    names = TopicSettings.prefixed(prefix)
     created = default_topics(names, pools=POOLS) + streams_topics(names)
     await ensure_topics(kafka, created, compacted=compacted_topics(names))
     yield names

@@ -56,13 +56,7 @@ async def test_client_and_worker_serve_over_sasl_ssl(
     kafka = secure_kafka.settings(USER, PASSWORD)
     assert PASSWORD not in repr(kafka) and PASSWORD not in str(kafka.model_dump())
     prefix = f"s{uuid.uuid4().hex[:8]}"
-    topics = TopicSettings(
-        requests=f"{prefix}.requests",
-        results=f"{prefix}.results",
-        telemetry=f"{prefix}.telemetry",
-        dlq=f"{prefix}.dlq",
-        work_prefix=f"{prefix}.work",
-    )
+    topics = TopicSettings.prefixed(prefix)
     await ensure_topics(kafka, default_topics(topics))
     settings = WorkerSettings(
         model="text-embed",
