@@ -42,7 +42,7 @@ bench: $(STAMP) ## Benchmark budget batching vs its baselines (writes bench/repo
 lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sluicegate
+	$(BIN)/python ops/tools/typecheck.py
 
 collector: $(STAMP) ## Build the OpenTelemetry Collector (ocb, pinned) into .cache/otelcol
 	$(BIN)/python -c "from pathlib import Path; from sluicegate.ops.stack.collector import build_collector as b; print(b(Path('.cache'), progress=print))"

@@ -20,7 +20,7 @@ def make_backend(settings: WorkerSettings) -> InferenceBackend:
         key = t.admin_key.get_secret_value() if t.admin_key else None
         return TritonBackend(url=t.url, timeout_s=t.timeout_s, transport=t.transport, admin_key=key)
     if settings.backend == "onnxruntime":
-        from .models.runners import build_runners
+        from sluicegate.inference.runners import build_runners
 
         return InProcessBackend(runners=build_runners([settings.model]), version="1-onnxruntime")
     return NullBackend()

@@ -131,8 +131,9 @@ def triton(
     ] = None,
 ) -> None:
     """Build the model repository and run only Triton in the foreground until Ctrl-C."""
+    from sluicegate.inference.manifest import ManifestError
+
     from .models.build import build_repository, verify_repository
-    from .models.manifest import ManifestError
     from .stack.triton import LocalTriton
 
     stack = LocalStack(StackSettings(), progress=console.log)
@@ -183,8 +184,9 @@ def models_build(
     ] = False,
 ) -> None:
     """Generate the Triton model repository (default: the cpu target the local stack runs)."""
+    from sluicegate.inference.manifest import ManifestError
+
     from .models.build import build_repository, verify_repository
-    from .models.manifest import ManifestError
 
     path = dest or LocalStack(StackSettings()).repository
     try:
@@ -219,28 +221,19 @@ def worker(
 
     from .backends import make_backend
     from .cli_observability import start_telemetry as setup
+    from .serve import serve_until_signalled
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = WorkerSettings(model=model, pool=pool)
 
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        backend = make_backend(settings)
-        on_ready = (lambda: ready_file.touch()) if ready_file else None
-        try:
-            await Worker(settings=settings, backend=backend, on_ready=on_ready).run(stop)
-        finally:
-            await backend.close()
-
+    backend = make_backend(settings)
     telemetry = setup(f"sg-worker-{model}")  # from OTEL_*; off unless they say where to send
     try:
-        asyncio.run(serve())
+        serve_until_signalled(Worker(settings=settings, backend=backend), ready_file)
     finally:
+        asyncio.run(backend.close())
         telemetry.shutdown()
 
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import signal
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,29 +15,13 @@ from rich.console import Console
 from sluicegate.schemas.control import RouteSpec
 from sluicegate.schemas.topics import POOLS, Pool
 
+from .serve import serve_until_signalled
+
 console = Console(stderr=True)
 route_app = typer.Typer(
     help="Model versions: canary weights, shadow, rollback (via the sg.control topic).",
     no_args_is_help=True,
 )
-
-
-def _serve(
-    make: Callable[[asyncio.Event, Callable[[], None]], Coroutine[Any, Any, Any]],
-    ready_file: Path | None,
-) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await make(stop, (lambda: ready_file.touch()) if ready_file else (lambda: None))
-
-    asyncio.run(serve())
 
 
 ReadyFile = Annotated[
@@ -57,7 +38,7 @@ def router(ready_file: ReadyFile = None) -> None:
     settings = RouterSettings()
     telemetry = start_telemetry("sg-router")  # from OTEL_*; off unless they say where to send
     try:
-        _serve(lambda stop, ready: Router(settings=settings, on_ready=ready).run(stop), ready_file)
+        serve_until_signalled(Router(settings=settings), ready_file)
     finally:
         telemetry.shutdown()
 
@@ -67,10 +48,7 @@ def telemetry(ready_file: ReadyFile = None) -> None:
     from sluicegate.streams.telemetry import TelemetryRollups, TelemetrySettings
 
     settings = TelemetrySettings()
-    _serve(
-        lambda stop, ready: TelemetryRollups(settings=settings, on_ready=ready).run(stop),
-        ready_file,
-    )
+    serve_until_signalled(TelemetryRollups(settings=settings), ready_file)
 
 
 def _control() -> tuple[Any, str]:

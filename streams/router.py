@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
+from sluicegate.runtime.lifecycle import Service
 from sluicegate.schemas import tracing
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
@@ -66,19 +66,20 @@ _TRACE_HEADERS = {"traceparent", "tracestate"}
 Outcome = Prepared | Refused | WireError
 
 
-class Router:
-    """Routes until `stop` is set. `stats` counts outcomes (routed, cached, rejected...)."""
+class Router(Service):
+    """Routes until stopped; ready once it joined its group.
+
+    `stats` counts outcomes (routed, cached, rejected...).
+    """
 
     def __init__(
         self,
         *,
         settings: RouterSettings,
-        on_ready: Callable[[], object] | None = None,
         tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._s = settings
         self._tracer = tracing.get_tracer(tracer_provider)
-        self._on_ready = on_ready
         self._masker = PiiMasker(settings=settings.pii)
         self._quotas = TenantQuotas(settings=settings.quota)
         self._cache = ResultCache(ttl_s=settings.cache_ttl_s) if settings.cache_ttl_s else None
@@ -99,7 +100,7 @@ class Router:
     def control(self) -> ControlReader:
         return self._control
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
         kafka = s.kafka.client_kwargs()
         executor = ThreadPoolExecutor(s.router_threads, thread_name_prefix="sg-router")
@@ -140,7 +141,7 @@ class Router:
                 await follower.start()
             await producer.start()
             self._producer = producer
-            consumer.subscribe([s.topics.requests], listener=OnFirstAssignment(self._on_ready))
+            consumer.subscribe([s.topics.requests], listener=OnFirstAssignment(ready.set))
             await consumer.start()
             log.info("router reading %s as group %s", s.topics.requests, s.router_group_id)
             try:

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime.lifecycle import Service
 from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
@@ -55,16 +56,16 @@ class TelemetrySettings(BaseSettings):
     worker_group_prefix: str = "sg.worker"
 
 
-class TelemetryRollups:
+class TelemetryRollups(Service):
+    """Rolls sg.telemetry up into windows until stopped; ready once it joined its group."""
+
     def __init__(
         self,
         *,
         settings: TelemetrySettings,
-        on_ready: Callable[[], object] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._s = settings
-        self._on_ready = on_ready
         self._clock = clock
         self.windows = TumblingWindows(grace_s=settings.window_grace_s)
         self.shadow = ShadowDiffer(window_s=settings.shadow_window_s)
@@ -76,7 +77,7 @@ class TelemetryRollups:
         self._admin: AIOKafkaAdminClient | None = None
         self.published = 0
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
         kafka = s.kafka.client_kwargs()
         followers = [
@@ -102,7 +103,7 @@ class TelemetryRollups:
             await producer.start()
             await admin.start()
             self._producer, self._consumer, self._admin = producer, consumer, admin
-            consumer.subscribe([s.topics.telemetry], listener=OnFirstAssignment(self._on_ready))
+            consumer.subscribe([s.topics.telemetry], listener=OnFirstAssignment(ready.set))
             await consumer.start()
             try:
                 while not stop.is_set():

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import INVALID_SPAN, Span, TracerProvider
 
+from sluicegate.runtime.lifecycle import Service
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
@@ -65,8 +66,11 @@ class _Job:
         return TopicPartition(self.record.topic, self.record.partition)
 
 
-class Worker:
-    """Serves one model on one pool until `stop` is set, then drains and commits."""
+class Worker(Service):
+    """Serves one model on one pool until stopped, then drains and commits.
+
+    Ready once it first joined its group (`start()` returns then).
+    """
 
     def __init__(
         self,
@@ -74,12 +78,11 @@ class Worker:
         settings: WorkerSettings,
         backend: InferenceBackend,
         clock: Callable[[], float] = time.monotonic,
-        on_ready: Callable[[], object] | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
         self._settings = settings
-        self._on_ready = on_ready
+        self._on_ready: Callable[[], object] | None = None
         self._backend = backend
         self._clock = clock
         self._spec = lookup(settings.model)
@@ -143,7 +146,8 @@ class Worker:
     def results_produced(self) -> int:
         return self._emitter.results_produced
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        self._on_ready = ready.set
         s = self._settings
         kafka = s.kafka.client_kwargs()
         self._executor = ThreadPoolExecutor(s.preprocess_threads, thread_name_prefix="sg-prep")

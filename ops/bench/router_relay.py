@@ -101,20 +101,14 @@ async def relay(kafka: KafkaSettings, source: str, sink: str, count: int) -> flo
 
 async def through_router(settings: RouterSettings, count: int) -> float:
     """Seconds the router takes to route `count` records already on its request topic."""
-    joined: list[float] = []
-    router = Router(settings=settings, on_ready=lambda: joined.append(time.perf_counter()))
-    stop = asyncio.Event()
-    task = asyncio.create_task(router.run(stop))
-    try:
+    async with Router(settings=settings) as router:
+        joined = time.perf_counter()
         while router.stats["routed"] + router.stats["cached"] < count:
-            if task.done():
-                task.result()
+            if not router.running:
+                await router.wait()  # raises what stopped it
                 raise RuntimeError("the router stopped before routing every record")
             await asyncio.sleep(0.01)
-        return time.perf_counter() - joined[0]
-    finally:
-        stop.set()
-        await task
+        return time.perf_counter() - joined
 
 
 async def bench_router_vs_relay(kafka: KafkaSettings, *, count: int = 5000) -> dict[str, float]:

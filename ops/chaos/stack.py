@@ -2,7 +2,7 @@
 
 Everything binds free loopback ports under one state dir, so a chaos run
 never touches `sluicegate up`'s stack. Triton serves only `text-embed` (cheap,
-fast to load) and honours the chaos delay knob (``ops/models/backends/_chaos``).
+fast to load) and honours the chaos delay knob (``inference/triton/_chaos``).
 Workers are `sluicegate worker` processes, each in its own process group,
 so `kill9` is a real `kill -9` of a worker mid-batch.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psutil
 
+from sluicegate.inference.triton._chaos import DELAY_ENV
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
-from ..models.backends._chaos import DELAY_ENV
 from ..models.build import MANIFEST_NAME, build_repository
 from ..stack.kafka import KafkaLocalConfig, LocalKafka
 from ..stack.process import ManagedProcess, StackError, free_port, wait_until

@@ -1,7 +1,5 @@
-"""The reference models served by the local Triton server.
+"""Model operations: the Triton model repository builder, targets, variants and evaluation.
 
-``pipelines`` holds the model code proper (ONNX Runtime sessions, pre- and
-post-processing; importable and testable anywhere), ``backends`` the Triton
-Python-backend adapters around them (importable only inside the Triton stub),
-and ``build`` writes the Triton model repository that points at both.
+The model code itself (pipelines, Triton adapters, in-process runners) lives
+in ``sluicegate.inference``; ``build`` writes the repository that points at it.
 """

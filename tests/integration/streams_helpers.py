@@ -24,21 +24,14 @@ async def running_router(
     settings = RouterSettings(
         kafka=kafka, topics=topics, router_group_id=f"{topics.requests}.router", **overrides
     )
-    ready = asyncio.Event()
-    router = Router(settings=settings, on_ready=ready.set)
-    stop = asyncio.Event()
-    task = asyncio.create_task(router.run(stop))
+    router = Router(settings=settings)
+    async with asyncio.timeout(60):
+        await router.start()
     try:
-        async with asyncio.timeout(60):
-            waiter = asyncio.create_task(ready.wait())
-            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()
-                raise AssertionError("router exited before joining its group")
         yield router
     finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
+        async with asyncio.timeout(60):
+            await router.stop()
 
 
 class TopicReader:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
-from sluicegate.ops.models.runners import build_runners
+from sluicegate.inference.runners import build_runners
 from sluicegate.ops.samples import cer, normalise, render_page
 from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.workers.backends import InProcessBackend, ModelInputs, TritonBackend

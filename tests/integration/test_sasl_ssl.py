@@ -66,22 +66,17 @@ async def test_client_and_worker_serve_over_sasl_ssl(
         delivery="exactly_once",  # transactions over SASL_SSL too
     )
     backend = TritonBackend(url=settings.triton.url)
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        Worker(settings=settings, backend=backend, on_ready=ready.set).run(stop)
-    )
     try:
-        async with asyncio.timeout(60):
-            await ready.wait()
-        # No router on this broker: straight to the work topic.
-        settings = ClientSettings(kafka=kafka, topics=topics, via_router=False)
-        async with Client(settings=settings) as client:
-            result = await client.submit(
-                InferenceRequest(request_id=uuid.uuid4().hex, model="text-embed", texts=["secure"])
-            )
+        async with asyncio.timeout(150), Worker(settings=settings, backend=backend):
+            # No router on this broker: straight to the work topic.
+            settings = ClientSettings(kafka=kafka, topics=topics, via_router=False)
+            async with Client(settings=settings) as client:
+                result = await client.submit(
+                    InferenceRequest(
+                        request_id=uuid.uuid4().hex, model="text-embed", texts=["secure"]
+                    )
+                )
     finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
         await backend.close()
     assert result.status is Status.OK and len(result.outputs["embedding"]) == 384
 

@@ -43,21 +43,14 @@ async def running_rollups(
         telemetry_offset_reset="earliest",
         **overrides,
     )
-    ready = asyncio.Event()
-    service = TelemetryRollups(settings=settings, on_ready=ready.set)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
+    service = TelemetryRollups(settings=settings)
+    async with asyncio.timeout(60):
+        await service.start()
     try:
-        async with asyncio.timeout(60):
-            waiter = asyncio.create_task(ready.wait())
-            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if task in done:
-                task.result()
-                raise AssertionError("telemetry rollups exited before joining their group")
         yield service
     finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=60)
+        async with asyncio.timeout(60):
+            await service.stop()
 
 
 def scrape(url: str) -> str:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sluicegate.ops.models.pipelines.image import decode_bgr
+from sluicegate.inference.pipelines.image import decode_bgr
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sluicegate.ops.models.build import MANIFEST_NAME, build_repository, weight_paths
-from sluicegate.ops.models.manifest import (
+from sluicegate.inference.manifest import (
     ManifestError,
     sha256_file,
     verify_model,
     verify_repository,
 )
+from sluicegate.ops.models.build import MANIFEST_NAME, build_repository, weight_paths
 from sluicegate.ops.stack.process import StackError
 
 

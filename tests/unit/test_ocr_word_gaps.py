@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sluicegate.ops.models.pipelines.ocr_rec import word_gaps
+from sluicegate.inference.pipelines.ocr_rec import word_gaps
 from sluicegate.ops.samples import render_page
 
 

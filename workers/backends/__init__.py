@@ -1,7 +1,9 @@
 """Inference backends behind one protocol (`InferenceBackend`)."""
 
+from sluicegate.inference.io import BatchRunner
+
 from .base import InferenceBackend, ModelInputs, Outputs
-from .inprocess import BatchRunner, InProcessBackend, NullBackend
+from .inprocess import InProcessBackend, NullBackend
 from .triton import TritonBackend
 
 __all__ = [

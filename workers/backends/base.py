@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-Outputs = dict[str, Any]
+from sluicegate.inference.io import ModelInputs, Outputs
 
-
-@dataclass(frozen=True, kw_only=True)
-class ModelInputs:
-    """What one request gives the model: its texts and decoded-source image bytes."""
-
-    texts: tuple[str, ...] = ()
-    images: tuple[bytes, ...] = ()
+__all__ = ["InferenceBackend", "ModelInputs", "Outputs"]
 
 
 class InferenceBackend(Protocol):

@@ -14,14 +14,12 @@ keeps fetching and the other in-flight batch waits its turn.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import BackendRejected
-from .base import ModelInputs, Outputs
+from sluicegate.inference.io import BatchRunner, ModelInputs, Outputs
 
-BatchRunner = Callable[[Sequence[ModelInputs]], list[Outputs]]
-"""Runs one batch; one `Outputs` per input, in order. Blocking; raises for the whole batch."""
+from ..errors import BackendRejected
 
 
 class InProcessBackend:

@@ -12,13 +12,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sluicegate.workers.backends.base import ModelInputs, Outputs
-from sluicegate.workers.backends.inprocess import BatchRunner
-
-from .build import weight_paths
+from .io import BatchRunner, ModelInputs, Outputs
 from .pipelines.doc_match import match_documents
 from .pipelines.embed import MAX_TOKENS, TextEmbedder
 from .pipelines.ocr import OcrPipeline
+from .weights import weight_paths
 
 __all__ = ["build_runners"]
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from sluicegate.ops.models.pipelines.embed import TextEmbedder
-from sluicegate.ops.models.pipelines.ocr import OcrPipeline
+from sluicegate.inference.pipelines.embed import TextEmbedder
+from sluicegate.inference.pipelines.ocr import OcrPipeline
 
 __all__ = ["match_documents"]
 

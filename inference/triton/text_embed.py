@@ -11,14 +11,14 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from sluicegate.ops.models.backends._chaos import chaos_delay
-from sluicegate.ops.models.backends._triton import (
+from sluicegate.inference.pipelines.embed import TextEmbedder
+from sluicegate.inference.triton._chaos import chaos_delay
+from sluicegate.inference.triton._triton import (
     input_items,
     prepare_model,
     respond_each,
     texts_from,
 )
-from sluicegate.ops.models.pipelines.embed import TextEmbedder
 
 __all__ = ["TritonPythonModel", "text_embedder"]
 

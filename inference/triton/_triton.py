@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
-from sluicegate.ops.models.manifest import verify_model
-from sluicegate.ops.models.pipelines.onnx import use_providers
+from sluicegate.inference.manifest import verify_model
+from sluicegate.inference.pipelines.onnx import use_providers
 
 __all__ = [
     "RequestError",

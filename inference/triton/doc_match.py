@@ -13,7 +13,10 @@ from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
-from sluicegate.ops.models.backends._triton import (
+from sluicegate.inference.pipelines.doc_match import match_documents
+from sluicegate.inference.pipelines.embed import TextEmbedder
+from sluicegate.inference.pipelines.ocr import OcrPipeline
+from sluicegate.inference.triton._triton import (
     RequestError,
     float_tensor,
     input_items,
@@ -22,11 +25,8 @@ from sluicegate.ops.models.backends._triton import (
     string_tensor,
     texts_from,
 )
-from sluicegate.ops.models.backends.ocr import decode_images, ocr_pipeline
-from sluicegate.ops.models.backends.text_embed import text_embedder
-from sluicegate.ops.models.pipelines.doc_match import match_documents
-from sluicegate.ops.models.pipelines.embed import TextEmbedder
-from sluicegate.ops.models.pipelines.ocr import OcrPipeline
+from sluicegate.inference.triton.ocr import decode_images, ocr_pipeline
+from sluicegate.inference.triton.text_embed import text_embedder
 
 __all__ = ["TritonPythonModel"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from sluicegate.ops.models.pipelines.image import decode_bgr
-from sluicegate.ops.models.pipelines.ocr_det import Box, TextDetector, letterbox
-from sluicegate.ops.models.pipelines.ocr_rec import DEFAULT_REC_BATCH, TextRecognizer, crop_box
-from sluicegate.ops.models.pipelines.onnx import DEFAULT_INTRA_OP_THREADS
+from sluicegate.inference.pipelines.image import decode_bgr
+from sluicegate.inference.pipelines.ocr_det import Box, TextDetector, letterbox
+from sluicegate.inference.pipelines.ocr_rec import DEFAULT_REC_BATCH, TextRecognizer, crop_box
+from sluicegate.inference.pipelines.onnx import DEFAULT_INTRA_OP_THREADS
 from sluicegate.schemas.imaging import OcrResizePlan, image_size, ocr_resize_plan
 
 __all__ = [

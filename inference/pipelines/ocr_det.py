@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess
 
-from sluicegate.ops.models.pipelines.onnx import DEFAULT_INTRA_OP_THREADS, cpu_session
+from sluicegate.inference.pipelines.onnx import DEFAULT_INTRA_OP_THREADS, cpu_session
 from sluicegate.schemas.imaging import OcrResizePlan
 
 __all__ = ["Box", "TextDetector", "letterbox", "sorted_boxes"]

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from sluicegate.ops.models.pipelines.onnx import DEFAULT_INTRA_OP_THREADS, cpu_session
+from sluicegate.inference.pipelines.onnx import DEFAULT_INTRA_OP_THREADS, cpu_session
 
 __all__ = ["REC_HEIGHT", "TextRecognizer", "crop_box"]
 

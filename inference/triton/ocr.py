@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import triton_python_backend_utils as pb_utils
 
-from sluicegate.ops.models.backends._triton import (
+from sluicegate.inference.pipelines.ocr import ImageTooLargeError, OcrPipeline
+from sluicegate.inference.triton._triton import (
     RequestError,
     float_tensor,
     input_items,
@@ -26,7 +27,6 @@ from sluicegate.ops.models.backends._triton import (
     respond_each,
     string_tensor,
 )
-from sluicegate.ops.models.pipelines.ocr import ImageTooLargeError, OcrPipeline
 from sluicegate.schemas.imaging import ImageDecodeError
 
 __all__ = ["TritonPythonModel", "decode_images", "ocr_pipeline"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from sluicegate.ops.models.pipelines.onnx import DEFAULT_INTRA_OP_THREADS, cpu_session
+from sluicegate.inference.pipelines.onnx import DEFAULT_INTRA_OP_THREADS, cpu_session
 from sluicegate.schemas.cost import MAX_SEQ_TOKENS as MAX_TOKENS
 from sluicegate.schemas.cost import load_tokenizer
 
