@@ -1,4 +1,4 @@
-"""Running scenarios on chaos stacks and printing the table (`sluicegate chaos`)."""
+"""Running scenarios on chaos stacks and printing the table (`sluicegate chaos run`)."""
 
 from __future__ import annotations
 
