@@ -94,7 +94,8 @@ async def test_a_wrong_password_fails_clearly(secure_kafka: LocalKafka, stack: L
     try:
         with pytest.raises(KafkaConnectError) as worker_error:
             settings = WorkerSettings(model="text-embed", kafka=wrong)
-            await Worker(settings=settings, backend=backend).run(asyncio.Event())
+            async with Worker(settings=settings, backend=backend):  # start() raises
+                pass
     finally:
         await backend.close()
     for error in (client_error.value, worker_error.value):
