@@ -37,7 +37,7 @@ fuzz: $(STAMP) ## 100k-example fuzz of decode -> validate -> preprocess (long)
 	$(BIN)/python -m pytest -m fuzz_long tests/unit
 
 bench: $(STAMP) ## Benchmark budget batching vs its baselines (writes bench/report.md; QUICK=1 for a smoke run)
-	$(BIN)/sluicegate bench $(if $(QUICK),--quick,)
+	$(BIN)/sluicegate bench run $(if $(QUICK),--quick,)
 
 lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/ruff check .
@@ -45,10 +45,10 @@ lint: $(STAMP) ## ruff + mypy --strict
 	$(BIN)/python ops/tools/typecheck.py
 
 collector: $(STAMP) ## Build the OpenTelemetry Collector (ocb, pinned) into .cache/otelcol
-	$(BIN)/python -c "from pathlib import Path; from sluicegate.ops.stack.collector import build_collector as b; print(b(Path('.cache'), progress=print))"
+	$(BIN)/sluicegate generate collector --cache-dir .cache
 
 bench-tracing: $(STAMP) ## What the tracing hooks cost per request: absent, off, on
-	$(BIN)/sluicegate bench-tracing
+	$(BIN)/sluicegate bench tracing
 
 up: $(STAMP) ## Start the local stack in the background
 	$(BIN)/sluicegate up

@@ -1,4 +1,4 @@
-"""`sluicegate bench`: the benchmark's command line (see `ops/bench`)."""
+"""`sluicegate bench run|router|tracing`: the benchmarks (see `ops/bench`)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-console = Console(stderr=True)
+from .cli_common import console
+
+bench_app = typer.Typer(
+    help="Benchmarks: `run` (budget batching vs its baselines, `make bench`), "
+    "`router` (router vs a bare relay), `tracing` (what the tracing hooks cost).",
+    no_args_is_help=True,
+)
 
 
-def bench(
+@bench_app.command("run")
+def run(
     quick: Annotated[
         bool, typer.Option(help="CI smoke run: text only, two loads, short (under 2 minutes).")
     ] = False,
@@ -54,7 +60,30 @@ def bench(
             progress.update(tasks[label], completed=done)
 
         result = asyncio.run(run_bench(cfg, say=console.log, tick=tick))
-    command = "sluicegate bench" + (" --quick" if quick else "")
+    command = "sluicegate bench run" + (" --quick" if quick else "")
     figures = write_report(result, out, command=command)
     sys.stdout.write(json.dumps(figures, indent=2) + "\n")
     console.print(f"report: {out / 'report.md'}")
+
+
+@bench_app.command("router")
+def bench_router(
+    count: Annotated[int, typer.Option(help="Requests pushed through each path.")] = 5000,
+) -> None:
+    """Measure the router against a bare aiokafka relay on the running broker (prints JSON)."""
+    from sluicegate.streams.router import RouterSettings
+
+    from .bench.router_relay import bench_router_vs_relay
+
+    figures = asyncio.run(bench_router_vs_relay(RouterSettings().kafka, count=count))
+    sys.stdout.write(json.dumps(figures, indent=2) + "\n")
+
+
+@bench_app.command("tracing")
+def bench_tracing(
+    iterations: Annotated[int, typer.Option(help="Simulated requests per variant.")] = 20_000,
+) -> None:
+    """Measure the per-request cost of the tracing hooks: absent, off, and on."""
+    from .bench.tracing_overhead import measure
+
+    sys.stdout.write(json.dumps(measure(iterations=iterations), indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""`sluicegate chaos`: the fault-injection harness (see ops/chaos)."""
+"""`sluicegate chaos run|list`: the fault-injection harness (see ops/chaos)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,15 @@ from rich.console import Console
 from .stack.process import StackError
 from .stack.stack import StackSettings
 
+chaos_app = typer.Typer(
+    help="Fault injection: seed unique requests into a stack of its own, break it, "
+    "count every result (`run`); `list` names the scenarios.",
+    no_args_is_help=True,
+)
 
-def chaos(
+
+@chaos_app.command("run")
+def run(
     scenario: Annotated[
         str,
         typer.Option(
@@ -68,3 +75,12 @@ def chaos(
     Console(width=max(Console().width, 200)).print(table(reports))
     if not all(r.passed for r in reports):
         raise typer.Exit(code=1)
+
+
+@chaos_app.command("list")
+def list_scenarios() -> None:
+    """Name each scenario, what it breaks and how many brokers it runs on."""
+    from .chaos.scenarios import SCENARIOS
+
+    for s in SCENARIOS.values():
+        Console().print(f"{s.name:16} {s.brokers} broker(s)  {s.summary}")

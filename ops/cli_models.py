@@ -1,4 +1,4 @@
-"""`sluicegate models variants` and `sluicegate models eval` (registered on the `models` group)."""
+"""`sluicegate models build|variants|eval`: the Triton model repository."""
 
 from __future__ import annotations
 
@@ -8,16 +8,56 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-__all__ = ["register_model_commands"]
+from .cli_common import console, fail
+from .stack.process import StackError
+from .stack.stack import LocalStack, StackSettings
+
+__all__ = ["models_app"]
 
 _err = Console(stderr=True)
 
+models_app = typer.Typer(
+    help="Build and inspect the Triton model repository.", no_args_is_help=True
+)
 
-def register_model_commands(models_app: typer.Typer) -> None:
-    models_app.command("variants")(variants)
-    models_app.command("eval")(evaluate)
+
+@models_app.command("build")
+def models_build(
+    dest: Annotated[
+        Path | None, typer.Option(help="Repository dir (default .cache/model-repository).")
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="cpu, a100 or mi200 (repeatable: configs/<target>.pbtxt for each, "
+            "served with `--model-config-name <target>`; the first is the default)."
+        ),
+    ] = None,
+    variants: Annotated[
+        Path, typer.Option(help="Where `models variants` wrote the fp16/int8/bf16 ONNX files.")
+    ] = Path(".cache/model-variants"),
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Re-hash every artifact against the manifest.")
+    ] = False,
+) -> None:
+    """Generate the Triton model repository (default: the cpu target the local stack runs)."""
+    from sluicegate.inference.manifest import ManifestError
+
+    from .models.build import build_repository, verify_repository
+
+    path = dest or LocalStack(StackSettings()).repository
+    try:
+        path = build_repository(
+            path, targets=target or ["cpu"], variants=variants, progress=console.log
+        )
+        if verify:
+            console.log(f"manifest verified: {', '.join(verify_repository(path))}")
+    except (StackError, ManifestError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"model repository ready: {path}")
 
 
+@models_app.command("variants")
 def variants(
     out: Annotated[Path, typer.Option(help="Where to write the variants.")] = Path(
         ".cache/model-variants"
@@ -38,6 +78,7 @@ def variants(
         typer.echo(path)
 
 
+@models_app.command("eval")
 def evaluate(
     variants_dir: Annotated[
         Path, typer.Option("--variants", help="From `models variants`.")

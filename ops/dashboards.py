@@ -1,6 +1,6 @@
 """The Grafana dashboard, generated with Grafana's own typed builders (grafana-foundation-sdk).
 
-`sluicegate dashboards` writes `compose/grafana/dashboards/sluicegate.json`,
+`sluicegate generate dashboards` writes `compose/grafana/dashboards/sluicegate.json`,
 which Grafana loads through `compose/grafana/provisioning/`. The JSON is
 committed; a test regenerates it and fails on drift, and checks every metric
 a query names against what a worker actually exports. Metric names and units:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from sluicegate.runtime.lifecycle import Service
 
-__all__ = ["serve_until_signalled"]
+__all__ = ["serve_until_signalled", "wait_for_signal"]
 
 
 def serve_until_signalled(
@@ -38,3 +39,12 @@ def serve_until_signalled(
                 await service.wait()
 
     asyncio.run(serve())
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM (for servers in child processes: `broker`, `triton`)."""
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    while not received:
+        time.sleep(0.2)

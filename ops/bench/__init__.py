@@ -1,4 +1,4 @@
-"""`make bench` / `sluicegate bench`: budget batching measured against its baselines.
+"""`make bench` / `sluicegate bench run`: budget batching measured against its baselines.
 
 One run, one machine, one seeded request mix, open-loop arrivals at several
 offered loads: (a) the batches sent straight to Triton (no Kafka), (b) the

@@ -118,12 +118,9 @@ def _servers(
     cache_dir: Path, state: Path, say: Say
 ) -> Iterator[tuple[KafkaSettings, str, str | None]]:
     """A Kafka broker and a Triton on free loopback ports, stopped on exit."""
-    kafka = LocalKafka(
-        KafkaLocalConfig(
-            state_dir=state / "kafka",
-            cache_dir=cache_dir.resolve(),
-            port=free_port(),
-            controller_port=free_port(),
+    kafka = LocalKafka(  # one node on free ports
+        KafkaLocalConfig.cluster(
+            state_dir=state / "kafka", cache_dir=cache_dir.resolve(), size=1, heap="512m"
         )
     )
     repository = cache_dir.resolve() / "model-repository"
@@ -144,8 +141,7 @@ def _servers(
         say("starting Triton")
         triton.start()
         try:
-            kafka_settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
-            yield kafka_settings, triton.grpc_url, triton.admin_key()
+            yield kafka.settings(), triton.grpc_url, triton.admin_key()
         finally:
             triton.stop()
     finally:
@@ -160,8 +156,7 @@ async def run_bench(
     servers: tuple[KafkaSettings, str, str | None] | None = None,
 ) -> BenchResult:
     """Run every mode; on `servers` (Kafka settings, Triton gRPC url, Triton admin key) if given,
-    else on
-    a Kafka and a Triton of its own, started on free ports and stopped afterwards."""
+    else on a Kafka and a Triton of their own, started on free ports and stopped afterwards."""
     result = BenchResult(config={"quick": cfg.quick, "seed": cfg.seed, "transport": cfg.transport})
     say("generating the request mix")
     workloads = [text_workload(seed=cfg.seed)]

@@ -1,4 +1,4 @@
-"""Running scenarios on chaos stacks and printing the table (`sluicegate chaos`)."""
+"""Running scenarios on chaos stacks and printing the table (`sluicegate chaos run`)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def run_one(
     restarted first, and the report says so.
     """
     notes = []
-    if stack.kafka is not None and not stack.kafka.is_running():
+    if stack.brokers == 1 and not stack.kafka.is_running():
         stack.kafka.start(timeout=120)
         notes.append("Kafka was down before the run; restarted")
     if not stack.triton.is_running():

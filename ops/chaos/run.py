@@ -34,7 +34,7 @@ Inject = Callable[["ChaosRun"], Coroutine[Any, Any, None]]
 
 @dataclass(frozen=True, kw_only=True)
 class Options:
-    """Sizes of the faults; the defaults are `sluicegate chaos`'s, tests shrink them."""
+    """Sizes of the faults; the defaults are `sluicegate chaos run`'s, tests shrink them."""
 
     kills: int = 5  # kill -9s in kill-worker
     burst_s: float = 60.0  # overload burst length

@@ -11,7 +11,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .cluster import partition_leader
+from aiokafka import AIOKafkaClient, TopicPartition
+
+from ..stack.process import StackError
 from .run import ChaosRun, Inject
 
 
@@ -108,15 +110,28 @@ async def overload(run: ChaosRun, *, factor: float = 5.0) -> None:
 
 async def kill_leader(run: ChaosRun) -> None:
     """Kill -9 the broker leading work partition 0 (RF 3, min ISR 2, acks=all); restart it."""
-    cluster = run.stack.cluster
-    assert cluster is not None
+    cluster = run.stack.kafka
     await run.until_answered(0.3)
-    leader = await partition_leader(cluster.bootstrap_servers, run.work_topic, 0)
+    leader = await _partition_leader(cluster.bootstrap_servers, run.work_topic, 0)
     await run.blocking(lambda: cluster.kill(leader))
     run.fault(f"kill -9 broker {leader} (leader of {run.work_topic}[0])")
     await run.until_answered(0.6)
     await run.blocking(lambda: cluster.start_node(leader))
     run.fault(f"broker {leader} restarted")
+
+
+async def _partition_leader(bootstrap: str, topic: str, partition: int) -> int:
+    """The node id leading `topic`[`partition`] now."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    try:
+        await client.bootstrap()
+        await client.force_metadata_update()
+        leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
+    finally:
+        await client.close()
+    if leader is None or leader < 0:
+        raise StackError(f"{topic}[{partition}] has no leader")
+    return int(leader)
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -26,7 +26,6 @@ from ..models.build import MANIFEST_NAME, build_repository
 from ..stack.kafka import KafkaLocalConfig, LocalKafka
 from ..stack.process import ManagedProcess, StackError, free_port, wait_until
 from ..stack.triton import LocalTriton, TritonLocalConfig
-from .cluster import LocalCluster
 
 MODEL = "text-embed"
 
@@ -65,21 +64,15 @@ class ChaosStack:
         self.root.mkdir(parents=True, exist_ok=True)
         self.delay_file = self.root / "triton-delay-s"
         self.delay_file.write_text("0")
-        self.kafka: LocalKafka | None = None
-        self.cluster: LocalCluster | None = None
-        if self.brokers == 1:
-            self.kafka = LocalKafka(
-                KafkaLocalConfig(
-                    state_dir=self.root / "kafka",
-                    cache_dir=self.cache_dir,
-                    port=free_port(),
-                    controller_port=free_port(),
-                )
+        # One node keeps its files in kafka/, a cluster's nodes in kafka/kafka-<id>/.
+        self.kafka = LocalKafka(
+            KafkaLocalConfig.cluster(
+                state_dir=self.root / "kafka",
+                cache_dir=self.cache_dir,
+                size=self.brokers,
+                heap="512m" if self.brokers == 1 else "384m",
             )
-        else:
-            self.cluster = LocalCluster(
-                state_dir=self.root, cache_dir=self.cache_dir, size=self.brokers
-            )
+        )
         repo = self.root / "model-repository"
         self.triton = _SlowableTriton(
             TritonLocalConfig(
@@ -96,13 +89,10 @@ class ChaosStack:
 
     @property
     def bootstrap_servers(self) -> str:
-        if self.kafka is not None:
-            return self.kafka.bootstrap_servers
-        assert self.cluster is not None
-        return self.cluster.bootstrap_servers
+        return self.kafka.bootstrap_servers
 
     def kafka_settings(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+        return self.kafka.settings()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -117,21 +107,14 @@ class ChaosStack:
         manifest = repo / MANIFEST_NAME
         if not manifest.exists():
             manifest.symlink_to(full / MANIFEST_NAME)
-        if self.kafka is not None:
-            self.kafka.start()
-        else:
-            assert self.cluster is not None
-            self.cluster.start()
+        self.kafka.start(timeout=120)
         self.triton.start(timeout=240)
 
     def stop(self) -> None:
         for worker in self.workers.values():
             self.stop_worker(worker.name, grace=20)
         self.triton.stop(grace=10)
-        if self.kafka is not None:
-            self.kafka.stop(grace=20)
-        if self.cluster is not None:
-            self.cluster.stop()
+        self.kafka.stop(grace=20)
 
     # -- workers ---------------------------------------------------------------
 
@@ -231,7 +214,6 @@ class ChaosStack:
     # -- faults on the servers ----------------------------------------------------
 
     def restart_broker(self) -> None:
-        assert self.kafka is not None
         self.kafka.stop(grace=30)
         self.kafka.start(timeout=120)
 

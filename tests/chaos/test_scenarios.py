@@ -3,7 +3,7 @@
 Each test seeds unique requests into real worker processes, injects its
 fault, and reads every result back `read_committed`: nothing lost, and in
 exactly_once mode nothing duplicated. The full-size runs (10,000 requests,
-60 s bursts, the 3-broker cluster) are `make chaos` / `sluicegate chaos`;
+60 s bursts, the 3-broker cluster) are `make chaos` / `sluicegate chaos run`;
 the `chaos`-marked tests here run them through pytest.
 """
 
@@ -94,7 +94,7 @@ def test_overload_burst_answers_expired_and_drains(chaos_stack: ChaosStack) -> N
 @pytest.mark.parametrize("mode", ["exactly_once", "at_least_once"])
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_full_size_scenario(name: str, mode: str, tmp_path: Path) -> None:
-    """`sluicegate chaos` sizes: 10,000 requests, 5 kills, a 60 s burst."""
+    """`sluicegate chaos run` sizes: 10,000 requests, 5 kills, a 60 s burst."""
     scenario = SCENARIOS[name]
     stack = ChaosStack(root=tmp_path, cache_dir=CACHE_DIR, brokers=scenario.brokers)
     try:

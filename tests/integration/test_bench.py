@@ -1,4 +1,4 @@
-"""`sluicegate bench --quick` on the session's Kafka and Triton: the CI smoke run.
+"""`sluicegate bench run --quick` on the session's Kafka and Triton: the CI smoke run.
 
 Asserts what the benchmark must get right whatever the machine's speed: every
 request it sends is answered, budget batches never pass the budget, the

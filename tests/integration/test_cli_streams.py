@@ -1,4 +1,4 @@
-"""`sluicegate route|cancel|bench-router|status` against the stack that `up` started."""
+"""`sluicegate route|cancel|bench router|status` against the stack that `up` started."""
 
 from __future__ import annotations
 

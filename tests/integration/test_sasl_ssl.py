@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sluicegate.ops.stack.kafka_secure import SecureKafka, make_certificates
+from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka, SaslSsl, make_certificates
 from sluicegate.ops.stack.process import free_port
 from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.schemas.models import InferenceRequest, Status
@@ -33,17 +33,21 @@ USER, PASSWORD = "sluicegate-worker", "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
-def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     root: Path = tmp_path_factory.mktemp("sasl")
-    broker = SecureKafka(
-        state_dir=root / "kafka",
-        cache_dir=CACHE_DIR,
-        port=free_port(),
-        controller_port=free_port(),
-        certificates=make_certificates(root / "certs"),
-        users={USER: PASSWORD},
+    broker = LocalKafka(
+        KafkaLocalConfig(
+            state_dir=root / "kafka",
+            cache_dir=CACHE_DIR,
+            port=free_port(),
+            controller_port=free_port(),
+            heap="384m",
+            sasl_ssl=SaslSsl(
+                certificates=make_certificates(root / "certs"), users={USER: PASSWORD}
+            ),
+        )
     )
-    broker.start()
+    broker.start(timeout=120)
     try:
         yield broker
     finally:
@@ -51,7 +55,7 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
 
 
 async def test_client_and_worker_serve_over_sasl_ssl(
-    secure_kafka: SecureKafka, stack: LocalStack
+    secure_kafka: LocalKafka, stack: LocalStack
 ) -> None:
     kafka = secure_kafka.settings(USER, PASSWORD)
     assert PASSWORD not in repr(kafka) and PASSWORD not in str(kafka.model_dump())
@@ -81,7 +85,7 @@ async def test_client_and_worker_serve_over_sasl_ssl(
     assert result.status is Status.OK and len(result.outputs["embedding"]) == 384
 
 
-async def test_a_wrong_password_fails_clearly(secure_kafka: SecureKafka, stack: LocalStack) -> None:
+async def test_a_wrong_password_fails_clearly(secure_kafka: LocalKafka, stack: LocalStack) -> None:
     wrong = secure_kafka.settings(USER, "not the password")
     with pytest.raises(KafkaConnectError) as client_error:
         async with Client(settings=ClientSettings(kafka=wrong)):
@@ -90,7 +94,8 @@ async def test_a_wrong_password_fails_clearly(secure_kafka: SecureKafka, stack: 
     try:
         with pytest.raises(KafkaConnectError) as worker_error:
             settings = WorkerSettings(model="text-embed", kafka=wrong)
-            await Worker(settings=settings, backend=backend).run(asyncio.Event())
+            async with Worker(settings=settings, backend=backend):  # start() raises
+                pass
     finally:
         await backend.close()
     for error in (client_error.value, worker_error.value):

@@ -1,4 +1,4 @@
-"""`sluicegate chaos` is registered, lists its scenarios and refuses unknown ones."""
+"""`sluicegate chaos run|list` is registered, lists its scenarios and refuses unknown ones."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from sluicegate.ops.cli import app
 
 def test_chaos_help_and_unknown_scenario() -> None:
     runner = CliRunner()
-    shown = runner.invoke(app, ["chaos", "--help"])
+    group = runner.invoke(app, ["chaos", "--help"])
+    assert group.exit_code == 0 and "run" in group.output and "list" in group.output
+    shown = runner.invoke(app, ["chaos", "run", "--help"])
     assert shown.exit_code == 0 and "--requests" in shown.output and "--mode" in shown.output
-    refused = runner.invoke(app, ["chaos", "--scenario", "meteor-strike"])
+    refused = runner.invoke(app, ["chaos", "run", "--scenario", "meteor-strike"])
     assert refused.exit_code == 2
+    listed = runner.invoke(app, ["chaos", "list"])
+    assert listed.exit_code == 0 and all(name in listed.output for name in SCENARIOS)
     assert len(SCENARIOS) == 7
 
 

@@ -48,7 +48,9 @@ def worker_metric_names() -> tuple[set[str], str]:
 
 
 def test_committed_dashboard_is_what_the_generator_writes() -> None:
-    assert (ROOT / OUTPUT).read_text() == render(), "run `sluicegate dashboards` and commit"
+    assert (ROOT / OUTPUT).read_text() == render(), (
+        "run `sluicegate generate dashboards` and commit"
+    )
 
 
 def test_provisioning_files_follow_grafanas_format() -> None:

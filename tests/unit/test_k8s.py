@@ -75,7 +75,7 @@ def test_a_misspelt_keda_field_is_refused(tmp_path: Path) -> None:
 def test_generated_files_are_current() -> None:
     for pool in generate.POOLS:
         assert (K8S / f"pool-{pool}.yaml").read_text() == generate.render(pool), (
-            "stale: run `python -m sluicegate.ops.k8s.generate`"
+            "stale: run `sluicegate generate k8s`"
         )
 
 
