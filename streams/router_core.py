@@ -46,7 +46,7 @@ from .pii import PiiMasker
 from .protocols import Record
 from .quota import Refusal, TenantQuotas
 from .records import WindowRollup, decode_rollup
-from .routing import RoutingSettings, decide
+from .routing import Decision, RoutingSettings, decide
 
 log = logging.getLogger("sluicegate.router")
 _ROUTE_HEADERS = {VERSION_HEADER, POOL_HEADER, PRECISION_HEADER, SHADOW_OF_HEADER}
@@ -151,18 +151,13 @@ class RouterCore:
             # The work record's trace parent is this hop's span, not the client's.
             passed = [(k, v) for k, v in rec.headers if k not in _ROUTE_HEADERS | _TRACE_HEADERS]
             tracing.inject(passed, trace.set_span_in_context(span))
-            route_headers = [
-                (VERSION_HEADER, decision.version.encode()),
-                (POOL_HEADER, decision.pool.encode()),
-                (PRECISION_HEADER, decision.precision.encode()),
-            ]
             out = [
                 *alarms,
                 Produce(
                     topic=decision.topic,
                     value=encode(request),
                     key=rec.key,
-                    headers=passed + route_headers,
+                    headers=passed + _routing(decision, decision.version),
                 ),
             ]
             self.stats["routed"] += 1
@@ -172,12 +167,7 @@ class RouterCore:
                 self._cache.expect(rid, key)
             if decision.shadow is not None:
                 shadow = request.model_copy(update={"reply_to": self._topics.shadow_results})
-                shadow_headers = [
-                    (VERSION_HEADER, decision.shadow.encode()),
-                    (POOL_HEADER, decision.pool.encode()),
-                    (PRECISION_HEADER, decision.precision.encode()),
-                    (SHADOW_OF_HEADER, decision.version.encode()),
-                ]
+                shadow_headers = _routing(decision, decision.shadow, shadow_of=decision.version)
                 out.append(
                     Produce(
                         topic=decision.topic,
@@ -323,6 +313,20 @@ class RouterCore:
             key=result.request_id.encode(),
             headers=headers(),
         )
+
+
+def _routing(
+    decision: Decision, version: str, *, shadow_of: str | None = None
+) -> list[tuple[str, bytes]]:
+    """The routing headers of a work record: version, pool, precision (and what it shadows)."""
+    out = [
+        (VERSION_HEADER, version.encode()),
+        (POOL_HEADER, decision.pool.encode()),
+        (PRECISION_HEADER, decision.precision.encode()),
+    ]
+    if shadow_of is not None:
+        out.append((SHADOW_OF_HEADER, shadow_of.encode()))
+    return out
 
 
 _CANCELLED = "the request was cancelled (a cancel record on the control topic) before it ran"
