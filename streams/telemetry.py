@@ -6,12 +6,16 @@ primary and shadow results into `ShadowDiff`s, publishes both on
 `sg.telemetry.rollup` and serves the latest as Prometheus metrics on
 `/metrics`. A plain aiokafka loop with in-memory windows: rollups are
 telemetry, so a crash loses at most the open windows (offsets are
-auto-committed), and open windows are flushed on a clean stop.
+auto-committed), and open windows are flushed on a clean stop. The
+bookkeeping is `RollupCore`'s (`rollup_core.py`, no I/O); the followers,
+the consuming loop and the publisher run in one task group: the first to
+fail stops the process, and `stop()` re-raises that failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,18 +28,19 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime.lifecycle import Service
-from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
-from sluicegate.schemas.errors import WireError
+from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 
 from .follow import Follower, OnFirstAssignment
 from .metrics import RollupCollector
 from .protocols import Record
 from .records import RollupRecord, WindowRollup
-from .shadow import ShadowDiffer
-from .windows import TumblingWindows
+from .rollup_core import RollupCore, with_lag
+from .supervise import serve_together, watch
 
 log = logging.getLogger("sluicegate.telemetry")
+# How often due windows are published: about one poll.
+PUBLISH_INTERVAL_S = 0.3
 
 
 class TelemetrySettings(BaseSettings):
@@ -67,8 +72,10 @@ class TelemetryRollups(Service):
     ) -> None:
         self._s = settings
         self._clock = clock
-        self.windows = TumblingWindows(grace_s=settings.window_grace_s)
-        self.shadow = ShadowDiffer(window_s=settings.shadow_window_s)
+        self.core = RollupCore(
+            window_grace_s=settings.window_grace_s, shadow_window_s=settings.shadow_window_s
+        )
+        self.windows, self.shadow = self.core.windows, self.core.shadow
         self.collector = RollupCollector()
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
@@ -106,12 +113,11 @@ class TelemetryRollups(Service):
             consumer.subscribe([s.topics.telemetry], listener=OnFirstAssignment(ready.set))
             await consumer.start()
             try:
-                while not stop.is_set():
-                    for follower in followers:
-                        if follower.failed is not None:
-                            raise follower.failed
-                    await self._poll(consumer)
-                    await self._publish_due(flush=False)
+                await serve_together(
+                    self._consume(stop, consumer),
+                    self._publisher(stop),
+                    *(watch(stop, follower) for follower in followers),
+                )
                 await self._publish_due(flush=True)
             finally:
                 await consumer.stop()
@@ -124,23 +130,23 @@ class TelemetryRollups(Service):
                 server.shutdown()
                 server.server_close()
 
-    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
-        batches = await consumer.getmany(timeout_ms=300, max_records=2000)
-        now = self._clock()
-        for records in batches.values():
-            for rec in records:
-                try:
-                    event = decode_telemetry(rec.value, list(rec.headers))
-                except WireError:
-                    continue
-                self.windows.add(event, now_s=now)
+    async def _consume(self, stop: asyncio.Event, consumer: AIOKafkaConsumer) -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=300, max_records=2000)
+            now = self._clock()
+            self.core.add((rec for records in batches.values() for rec in records), now_s=now)
+
+    async def _publisher(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._publish_due(flush=False)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PUBLISH_INTERVAL_S):
+                    await stop.wait()
 
     async def _publish_due(self, *, flush: bool) -> None:
-        now = self._clock()
-        records: list[RollupRecord] = []
-        for rollup in self.windows.close_due(now_s=now, flush=flush):
-            records.append(await self._with_lag(rollup))
-        records += self.shadow.due(now_s=now, now_ms=int(now * 1000), flush=flush)
+        closed, diffs = self.core.due(now_s=self._clock(), flush=flush)
+        records: list[RollupRecord] = [await self._with_lag(rollup) for rollup in closed]
+        records += diffs
         if not records:
             return
         assert self._producer is not None
@@ -175,9 +181,7 @@ class TelemetryRollups(Service):
             max(0, end - (committed[tp].offset if tp in committed else 0))
             for tp, end in ends.items()
         )
-        members = max(1.0, rollup.mean_batch_size * rollup.batches)
-        mean_cost = rollup.cost_per_s * rollup.window_s / members
-        return rollup.model_copy(update={"lag_cost": round(lag * mean_cost, 3)})
+        return with_lag(rollup, lag)
 
     def _primary(self, rec: Record) -> None:
         self._offer(rec, shadow=False)
@@ -186,9 +190,4 @@ class TelemetryRollups(Service):
         self._offer(rec, shadow=True)
 
     def _offer(self, rec: Record, *, shadow: bool) -> None:
-        try:
-            result = decode_result(rec.value, list(rec.headers))
-        except WireError:
-            return
-        now = self._clock()
-        self.shadow.offer(result, shadow=shadow, now_s=now, now_ms=int(now * 1000))
+        self.core.offer(rec, shadow=shadow, now_s=self._clock())

@@ -1,0 +1,248 @@
+"""The router's decisions without a broker: fake records in, records to produce out.
+
+Real policy objects (PiiMasker, TenantQuotas on a fake clock, ResultCache,
+PoolHealth, ControlState); only the records are fakes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
+from sluicegate.schemas.control import (
+    POOL_HEADER,
+    PRECISION_HEADER,
+    SHADOW_OF_HEADER,
+    VERSION_HEADER,
+    Cancel,
+    RouteSpec,
+)
+from sluicegate.schemas.cost import TokenCounter
+from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
+from sluicegate.schemas.settings import TopicSettings
+from sluicegate.streams.cache import ResultCache
+from sluicegate.streams.control import ControlState
+from sluicegate.streams.drift import DriftMonitor
+from sluicegate.streams.health import PoolHealth
+from sluicegate.streams.pii import PiiMasker
+from sluicegate.streams.quota import QuotaSettings, TenantQuota, TenantQuotas
+from sluicegate.streams.records import WindowRollup
+from sluicegate.streams.router_core import Produce, RouterCore, decode_all
+from sluicegate.streams.routing import RoutingSettings
+
+NOW_MS = 1_700_000_000_000
+TOPICS = TopicSettings()
+COUNTER = TokenCounter()
+MASKER = PiiMasker()
+# Every request is "large" (small_cost 0), so it never goes to cpu by size alone.
+ROUTING = RoutingSettings(pools=("a100", "mi200"), small_cost={"text-embed": 0})
+
+
+@dataclass
+class FakeRecord:
+    value: bytes | None
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = field(default_factory=headers)
+    topic: str = TOPICS.requests
+    partition: int = 0
+    offset: int = 0
+
+
+class Clock:
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Rig:
+    core: RouterCore
+    control: ControlState
+    cache: ResultCache
+    health: PoolHealth
+    quota_clock: Clock
+
+    def run(self, *records: FakeRecord) -> list[list[Produce]]:
+        outcomes = decode_all(records, masker=MASKER, counter=COUNTER)
+        return [self.core.handle(rec, o) for rec, o in zip(records, outcomes, strict=True)]
+
+
+def rig(*, quota: TenantQuota | None = None, routing: RoutingSettings = ROUTING) -> Rig:
+    control = ControlState()
+    cache = ResultCache(ttl_s=60, clock=Clock())
+    health = PoolHealth(max_error_rate=0.2, ttl_s=60)
+    quota_clock = Clock()
+    quotas = TenantQuotas(settings=QuotaSettings(default=quota or TenantQuota()), clock=quota_clock)
+    core = RouterCore(
+        topics=TOPICS,
+        routing=routing,
+        control=control,
+        quotas=quotas,
+        health=health,
+        drift=DriftMonitor(),
+        cache=cache,
+        clock=lambda: NOW_MS,
+    )
+    return Rig(core=core, control=control, cache=cache, health=health, quota_clock=quota_clock)
+
+
+def req(rid: str = "r1", text: str = "hello there", **kw: object) -> FakeRecord:
+    request = InferenceRequest(request_id=rid, model="text-embed", texts=[text], **kw)  # type: ignore[arg-type]
+    return FakeRecord(value=encode(request), key=rid.encode())
+
+
+def result_of(p: Produce) -> InferenceResult:
+    assert p.topic == TOPICS.results
+    return decode_result(p.value, p.headers)
+
+
+def hdr(p: Produce) -> dict[str, bytes]:
+    return dict(p.headers or [])
+
+
+def window(pool: str, *, requests: int, errors: int) -> WindowRollup:
+    return WindowRollup(
+        model="text-embed", pool=pool, version="1", window_s=10, start_ms=NOW_MS - 10_000,
+        end_ms=NOW_MS, requests=requests, errors=errors, cost_per_s=1000.0,
+    )  # fmt: skip
+
+
+def test_a_valid_request_is_routed_to_its_work_topic_with_the_routing_headers() -> None:
+    r = rig()
+    trace = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    rec = req()
+    rec.headers = [*headers(), ("x-client", b"kept"), trace, (POOL_HEADER, b"forged")]
+    [out] = r.run(rec)
+    [work] = out
+    assert work.topic in {TOPICS.work("text-embed", p) for p in ("a100", "mi200")}
+    assert work.key == b"r1"
+    h = hdr(work)
+    assert h[VERSION_HEADER] == b"1"
+    assert work.topic == TOPICS.work("text-embed", h[POOL_HEADER].decode())
+    assert h[PRECISION_HEADER] in {b"fp16", b"bf16"}
+    assert h["x-client"] == b"kept"
+    assert [k for k, _ in work.headers or []].count(POOL_HEADER) == 1, "client's header dropped"
+    assert decode_request(work.value, work.headers).request_id == "r1"
+    assert r.core.stats["routed"] == 1
+    assert r.core.stats[f"pool:{h[POOL_HEADER].decode()}"] == 1
+
+
+def test_an_undecodable_record_gets_an_error_result_and_a_dlq_record() -> None:
+    r = rig()
+    [out] = r.run(FakeRecord(value=b"\xc1 not msgpack", key=b"broken-1", offset=7))
+    dlq, answer = out
+    assert dlq.topic == TOPICS.dlq and dlq.value == b"\xc1 not msgpack"
+    letter = DeadLetter.from_headers(dlq.headers or [])
+    assert letter.stage == "ingress" and letter.source_offset == 7
+    assert letter.request_id == "broken-1"
+    result = result_of(answer)
+    assert result.request_id == "broken-1" and result.status is Status.ERROR
+    assert result.error is not None and result.error.code == letter.code
+    assert r.core.stats[f"refused:{letter.code}"] == 1
+
+
+def test_a_request_the_model_refuses_is_dead_lettered_masked() -> None:
+    r = rig()
+    bad = InferenceRequest(request_id="r2", model="ocr", texts=["mail me at a@b.example"])
+    [out] = r.run(FakeRecord(value=encode(bad), key=b"r2"))
+    dlq, answer = out
+    assert b"a@b.example" not in (dlq.value or b"")
+    assert result_of(answer).status is Status.ERROR
+
+
+def test_pii_is_masked_in_what_is_forwarded() -> None:
+    r = rig()
+    [[work]] = r.run(req(text="write to maria.keller@firma-beispiel.de or call (415) 555-0132"))
+    forwarded = decode_request(work.value, work.headers).texts[0]
+    assert "maria.keller@firma-beispiel.de" not in forwarded
+    assert "555-0132" not in forwarded
+    assert forwarded.startswith("write to ")
+
+
+def test_a_tenant_over_quota_is_rejected_with_retry_after() -> None:
+    r = rig(quota=TenantQuota(rate=1, burst=10))  # 7 tokens a request: one fits the burst
+    words = "one two three four five"
+    first, second = r.run(req("q1", words), req("q2", words))
+    assert first[0].topic == TOPICS.work("text-embed", hdr(first[0])[POOL_HEADER].decode())
+    result = result_of(second[0])
+    assert result.request_id == "q2" and result.status is Status.REJECTED
+    assert result.error is not None and result.error.code == "over_quota"
+    assert result.error.retry_after_s == pytest.approx(4.0)  # 7 units needed, 3 left, 1/s
+    r.quota_clock.t += 60  # the bucket refills
+    [[again]] = r.run(req("q3", "one two three four five"))
+    assert hdr(again)[POOL_HEADER]
+    assert r.core.stats["over_quota"] == 1
+
+
+def test_a_request_larger_than_the_burst_is_told_to_split() -> None:
+    r = rig(quota=TenantQuota(rate=10, burst=2))
+    [[answer]] = r.run(req("big", "many words in this one request"))
+    result = result_of(answer)
+    assert result.error is not None and result.error.retry_after_s is None
+    assert "split it" in result.error.message
+
+
+def test_an_identical_request_is_answered_from_the_cache() -> None:
+    r = rig()
+    [[work]] = r.run(req("c1"))
+    assert hdr(work)[POOL_HEADER] and r.core.stats["routed"] == 1
+    computed = InferenceResult(
+        request_id="c1", status=Status.OK, model="text-embed", outputs={"embedding": [1.0]}
+    )
+    r.core.offer_result(FakeRecord(value=encode(computed), topic=TOPICS.results))
+    [[answer]] = r.run(req("c2"))
+    result = result_of(answer)
+    assert result.request_id == "c2" and result.cached
+    assert result.outputs == {"embedding": [1.0]}
+    assert r.core.stats["cached"] == 1
+
+
+def test_a_cancelled_request_is_rejected() -> None:
+    r = rig()
+    r.control.apply("cancel/x1", Cancel(request_id="x1", ts_ms=NOW_MS), now=NOW_MS)
+    [[answer]] = r.run(req("x1"))
+    result = result_of(answer)
+    assert result.status is Status.REJECTED
+    assert result.error is not None and result.error.code == "cancelled"
+    assert r.core.stats["cancelled"] == 1 and r.core.stats["routed"] == 0
+
+
+def test_expired_cancels_are_tombstoned_once() -> None:
+    r = rig()
+    r.control.apply("cancel/old", Cancel(request_id="old", ts_ms=NOW_MS - 700_000), now=NOW_MS)
+    [tomb] = r.core.tombstones()
+    assert tomb == Produce(topic=TOPICS.control, value=None, key=b"cancel/old")
+    assert r.core.tombstones() == []
+
+
+def test_canary_weights_split_traffic_by_the_route_spec() -> None:
+    r = rig()
+    spec = RouteSpec(model="text-embed", versions={"1": 3, "2": 1}, shadow="3", shadow_fraction=1)
+    r.control.apply("route/text-embed", spec, now=NOW_MS)
+    outs = r.run(*(req(f"k{i}") for i in range(800)))
+    versions = Counter(hdr(out[0])[VERSION_HEADER].decode() for out in outs)
+    assert set(versions) == {"1", "2"}
+    assert versions["2"] / 800 == pytest.approx(0.25, abs=0.06)
+    # Every request also went to the shadow version, replying to the shadow topic.
+    for out in outs[:20]:
+        work, shadow = out
+        assert hdr(shadow)[VERSION_HEADER] == b"3"
+        assert hdr(shadow)[SHADOW_OF_HEADER] == hdr(work)[VERSION_HEADER]
+        assert decode_request(shadow.value, shadow.headers).reply_to == TOPICS.shadow_results
+    assert r.core.stats["shadowed"] == 800
+
+
+def test_an_unhealthy_pool_is_avoided() -> None:
+    r = rig()
+    r.core.offer_rollup(FakeRecord(value=encode(window("a100", requests=100, errors=90))))
+    r.core.offer_rollup(FakeRecord(value=encode(window("mi200", requests=100, errors=0))))
+    outs = r.run(*(req(f"h{i}") for i in range(50)))
+    assert {hdr(out[0])[POOL_HEADER] for out in outs} == {b"mi200"}
+    assert {out[0].topic for out in outs} == {TOPICS.work("text-embed", "mi200")}
