@@ -22,11 +22,12 @@ from aiokafka.errors import KafkaConnectionError
 from opentelemetry.trace import TracerProvider
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.schemas.topics import Pool
 
 from .routing import route

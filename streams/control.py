@@ -17,10 +17,10 @@ from typing import Self
 
 from aiokafka import AIOKafkaProducer
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
 from sluicegate.schemas.errors import WireError
-from sluicegate.schemas.settings import KafkaSettings
 
 from .errors import NoEarlierRouteError
 from .follow import Follower

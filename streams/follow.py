@@ -17,7 +17,7 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 
 from .errors import MissingTopicError
 from .protocols import Record

@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
+from sluicegate.runtime import tracing
 from sluicegate.runtime.lifecycle import Service
-from sluicegate.schemas import tracing
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
 from sluicegate.schemas.control import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.schemas.settings import TopicSettings
 
 from .drift import DriftSettings
 from .pii import PiiSettings

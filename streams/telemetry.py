@@ -23,10 +23,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
 from sluicegate.schemas.errors import WireError
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 
 from .follow import Follower, OnFirstAssignment
 from .metrics import RollupCollector

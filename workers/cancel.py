@@ -19,9 +19,9 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.control import CANCEL_PREFIX, Cancel, decode_control
 from sluicegate.schemas.errors import WireError
-from sluicegate.schemas.settings import KafkaSettings
 
 log = logging.getLogger("sluicegate.worker.cancel")
 

@@ -29,7 +29,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 
 from .answers import Record
 from .offsets import OffsetTracker

@@ -41,7 +41,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
 from sluicegate.schemas.codec import Headers, headers
 from sluicegate.schemas.models import InferenceResult
 from sluicegate.schemas.models import Status as ResultStatus

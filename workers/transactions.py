@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 
 from .answers import Record
 from .delivery import Outgoing, probe, tp_of

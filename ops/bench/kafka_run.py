@@ -24,9 +24,10 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sluicegate.ops.stack.process import ManagedProcess, wait_until
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
 from sluicegate.schemas.models import ImageInput, InferenceRequest
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
 
 from .points import BatchStat, Point, summarise

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import headers
-from sluicegate.schemas.settings import KafkaSettings
 
 __all__ = ["count_outputs", "produce_backlog", "relay"]
 

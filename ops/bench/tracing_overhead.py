@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
 from sluicegate.schemas.codec import decode_request, encode, headers
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status, Timings

@@ -20,7 +20,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 
 from .kafka import _FAST_START_FLAGS, _LOG4J, KafkaLocalConfig, _new_cluster_id, ensure_installed
 from .process import ManagedProcess, StackError, port_is_open, require_binary, wait_until

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
 from sluicegate.schemas.codec import header, headers
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status, Timings
