@@ -3,13 +3,37 @@
 `KafkaSettings` is nested by every process's settings class (worker, router,
 client, CLI) and read from `SLUICEGATE_KAFKA__*` variables, e.g.
 `SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`.
+
+Client factories (none of them starts the client; the caller owns
+`start()`/`stop()`):
+
+- `idempotent_producer(kafka, ...)`: `acks="all"`, `enable_idempotence=True`.
+  What every producer of requests, work records, results and control
+  records uses: a retried send is never written twice.
+- `transactional_producer(kafka, transactional_id=..., ...)`: the same, with
+  a transactional id (exactly-once delivery).
+- `producer(kafka, ...)`: no defaults beyond the connection (telemetry).
+- `consumer(kafka, ...)` and `read_committed_consumer(kafka, ...)`: the
+  latter skips records of aborted transactions (results of exactly_once
+  workers).
+- `admin_client(kafka)`.
+
+Every producer may send records up to `max_request_size` and every consumer
+fetches that much per partition, unless the caller says otherwise.
+
+Topic metadata through public APIs only: `partitions_of(admin, topic)` looks
+once; `wait_for_partitions(kafka, topic, timeout=...)` retries until the
+topic exists (bounded by `timeout`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from typing import Literal
+from typing import Any, Literal
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 
@@ -74,3 +98,68 @@ class KafkaSettings(BaseModel):
         if self.security_protocol in ("SSL", "SASL_SSL"):
             fix += "; for TLS errors, SLUICEGATE_KAFKA__SSL_CAFILE"
         return f"cannot connect to {where}): {type(exc).__name__}: {exc}; {fix}"
+
+
+def producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
+    """A producer with only the connection settings and `max_request_size` preset."""
+    options.setdefault("max_request_size", kafka.max_request_size)
+    return AIOKafkaProducer(**options, **kafka.client_kwargs())
+
+
+def idempotent_producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
+    """`acks="all"` and `enable_idempotence=True`; `options` (e.g. `linger_ms`) on top."""
+    return producer(kafka, acks="all", enable_idempotence=True, **options)
+
+
+def transactional_producer(
+    kafka: KafkaSettings, *, transactional_id: str, **options: Any
+) -> AIOKafkaProducer:
+    """An idempotent producer with a transactional id; `start()` fences earlier owners."""
+    return idempotent_producer(kafka, transactional_id=transactional_id, **options)
+
+
+def consumer(kafka: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
+    """A consumer with the connection settings and `max_partition_fetch_bytes` preset."""
+    options.setdefault("max_partition_fetch_bytes", kafka.max_request_size)
+    return AIOKafkaConsumer(**options, **kafka.client_kwargs())
+
+
+def read_committed_consumer(kafka: KafkaSettings, **options: Any) -> AIOKafkaConsumer:
+    """A consumer that never sees records of open or aborted transactions."""
+    return consumer(kafka, isolation_level="read_committed", **options)
+
+
+def admin_client(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**kafka.client_kwargs())
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic` as the brokers describe it now (`[]`: no such topic).
+
+    Describes every topic rather than naming `topic`: a metadata request that
+    names a topic lets a broker with `auto.create.topics.enable` create it.
+    """
+    for described in await admin.describe_topics():
+        if described["topic"] == topic and described["error_code"] == 0:
+            return sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
+    return []
+
+
+async def wait_for_partitions(
+    kafka: KafkaSettings, topic: str, *, timeout: float | None = 30.0, interval_s: float = 0.1
+) -> list[TopicPartition]:
+    """The partitions of `topic`, looking again every `interval_s` until it exists.
+
+    Raises `TimeoutError` if it does not appear within `timeout` seconds
+    (`None`: keep looking until cancelled).
+    """
+    admin = admin_client(kafka)
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if parts := await partitions_of(admin, topic):
+                    return parts
+                await asyncio.sleep(interval_s)
+    finally:
+        await admin.close()

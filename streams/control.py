@@ -15,9 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from aiokafka import AIOKafkaProducer
-
-from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
 from sluicegate.schemas.errors import WireError
@@ -133,7 +131,7 @@ class ControlReader:
 
 
 async def _produce(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **kafka.client_kwargs())
+    producer = idempotent_producer(kafka)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers())

@@ -31,6 +31,7 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
+from sluicegate.runtime.kafka import idempotent_producer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
@@ -121,13 +122,7 @@ class Router(Service):
                     kafka=s.kafka, topic=s.topics.results, handle=self._on_result, name="cache"
                 )
             )
-        producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_request_size=s.kafka.max_request_size,
-            **kafka,
-        )
+        producer = idempotent_producer(s.kafka, linger_ms=2)
         consumer = AIOKafkaConsumer(
             group_id=s.router_group_id,
             enable_auto_commit=False,

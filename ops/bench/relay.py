@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, wait_for_partitions
 from sluicegate.schemas.codec import headers
 
 __all__ = ["count_outputs", "produce_backlog", "relay"]
@@ -75,14 +75,7 @@ async def count_outputs(
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka.client_kwargs())
     await consumer.start()
     try:
-        parts = []
-        for _ in range(50):
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                parts = [TopicPartition(topic, p) for p in sorted(found)]
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
+        parts = await wait_for_partitions(kafka, topic, timeout=5.0)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         seen = 0
