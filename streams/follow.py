@@ -18,9 +18,9 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.records import Record
 
 from .errors import MissingTopicError
-from .protocols import Record
 
 log = logging.getLogger("sluicegate.follow")
 Start = Literal["beginning", "end"] | int  # an int is a Unix epoch ms timestamp

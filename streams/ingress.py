@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from sluicegate.runtime.clock import now_ms
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits
 from sluicegate.schemas.cost import Cost, TokenCounter, measure
@@ -110,10 +110,6 @@ class Refused(Exception):
         super().__init__(str(error))
         self.error = error
         self.request = request
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -31,8 +31,10 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
+from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.kafka import idempotent_producer
 from sluicegate.runtime.lifecycle import Service
+from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
 from sluicegate.schemas.control import (
@@ -51,9 +53,8 @@ from .control import ControlReader, ControlState
 from .drift import DriftMonitor
 from .follow import Follower, OnFirstAssignment
 from .health import PoolHealth
-from .ingress import Prepared, Refused, RouterAnswers, now_ms, prepare
+from .ingress import Prepared, Refused, RouterAnswers, prepare
 from .pii import PiiMasker
-from .protocols import Record
 from .quota import Refusal, TenantQuotas
 from .records import WindowRollup, decode_rollup
 from .router_settings import RouterSettings

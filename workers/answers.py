@@ -5,11 +5,12 @@ Pure construction, no I/O: the engine decides when to send them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import recover_request_id
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
@@ -21,21 +22,6 @@ from sluicegate.schemas.models import (
     TelemetryEvent,
     Timings,
 )
-
-
-class Record(Protocol):
-    """The fields of aiokafka's ConsumerRecord a worker reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)

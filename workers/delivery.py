@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
+from sluicegate.runtime.records import Record
 
-from .answers import Record
 from .offsets import OffsetTracker
 
 log = logging.getLogger("sluicegate.worker.delivery")

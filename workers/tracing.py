@@ -49,8 +49,9 @@ from sluicegate.schemas.models import Status as ResultStatus
 from .metrics import WorkerMetrics
 
 if TYPE_CHECKING:  # the Triton backend imports this module; admission imports the backends
+    from sluicegate.runtime.records import Record
+
     from .admission import Admitted
-    from .answers import Record
 
 COST = "sg.cost"
 QUEUE_WAIT_MS = "sg.queue_wait_ms"

@@ -38,8 +38,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from sluicegate.runtime.kafka import KafkaSettings, transactional_producer
+from sluicegate.runtime.records import Record
 
-from .answers import Record
 from .delivery import Outgoing, probe, tp_of
 
 log = logging.getLogger("sluicegate.worker.transactions")
