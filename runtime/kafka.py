@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -41,6 +42,12 @@ class KafkaConnectError(ConnectionError):
     """The brokers could not be reached or refused our credentials; the message names the fix."""
 
     code = "kafka_unreachable"
+
+
+class MissingTopicError(TimeoutError):
+    """A topic the process reads did not show up in time; the message names the fix."""
+
+    code = "missing_topic"
 
 
 class KafkaSettings(BaseModel):
@@ -163,3 +170,18 @@ async def wait_for_partitions(
                 await asyncio.sleep(interval_s)
     finally:
         await admin.close()
+
+
+class OnFirstAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Calls `callback` once, when the group first assigns this consumer partitions."""
+
+    def __init__(self, callback: Callable[[], object] | None) -> None:
+        self._callback = callback
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback()

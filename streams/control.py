@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self
 
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode, headers
@@ -22,7 +23,6 @@ from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
 from sluicegate.schemas.errors import WireError
 
 from .errors import NoEarlierRouteError
-from .follow import Follower
 
 log = logging.getLogger("sluicegate.control")
 

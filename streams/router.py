@@ -32,7 +32,8 @@ from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
-from sluicegate.runtime.kafka import idempotent_producer
+from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
@@ -45,13 +46,12 @@ from sluicegate.schemas.control import (
 )
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.errors import WireError
+from sluicegate.schemas.errors import ErrorCode, WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 
 from .cache import ResultCache, answer_from, content_key
 from .control import ControlReader, ControlState
 from .drift import DriftMonitor
-from .follow import Follower, OnFirstAssignment
 from .health import PoolHealth
 from .ingress import Prepared, Refused, RouterAnswers, prepare
 from .pii import PiiMasker
@@ -205,7 +205,12 @@ class Router(Service):
         alarms = await self._observe(request.model, outcome.features, now)
         if self._control.state.cancelled(rid):
             self.stats["cancelled"] += 1
-            return [*alarms, await self._reply(request, Status.REJECTED, "cancelled", _CANCELLED)]
+            return [
+                *alarms,
+                await self._reply(
+                    request, Status.REJECTED, ErrorCode.CANCELLED, ErrorCode.CANCELLED.message
+                ),
+            ]
         key = content_key(request) if self._cache is not None else ""
         if self._cache is not None:
             hit = self._cache.lookup(key)
@@ -347,7 +352,9 @@ class Router(Service):
             )
         )
         retry = None if never else round(refusal.retry_after_s, 3)
-        return await self._reply(request, Status.REJECTED, "over_quota", message, retry_after=retry)
+        return await self._reply(
+            request, Status.REJECTED, ErrorCode.OVER_QUOTA, message, retry_after=retry
+        )
 
     async def _reply(
         self,
@@ -396,7 +403,5 @@ class Router(Service):
         if isinstance(rollup, WindowRollup):
             self._health.observe(rollup)
 
-
-_CANCELLED = "the request was cancelled (a cancel record on the control topic) before it ran"
 
 __all__ = ["Router", "RouterSettings"]

@@ -24,14 +24,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime import kafka
-from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.kafka import KafkaSettings, OnFirstAssignment
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.settings import TopicSettings
 
-from .follow import Follower, OnFirstAssignment
 from .metrics import RollupCollector
 from .records import RollupRecord, WindowRollup
 from .shadow import ShadowDiffer

@@ -14,6 +14,7 @@ from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import recover_request_id
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.models import (
     ErrorInfo,
     InferenceRequest,
@@ -121,7 +122,7 @@ def dead_letter(
     rec: Record, exc: Exception, stage: str, request_id: str | None = None
 ) -> DeadLetter:
     return DeadLetter(
-        code=getattr(exc, "code", "error"),
+        code=getattr(exc, "code", ErrorCode.ERROR),
         message=str(exc),
         error_class=type(exc).__name__,
         stage=stage,

@@ -37,7 +37,7 @@ from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.errors import WireError
+from sluicegate.schemas.errors import ErrorCode, WireError
 from sluicegate.schemas.models import InferenceResult, Status, TelemetryEvent, Timings
 
 from .admission import Admitted, admit
@@ -311,7 +311,10 @@ class Worker(Service):
             req = outcome.request
             if self._cancels.cancelled(req.request_id):
                 self._answer(
-                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                    job,
+                    self._answers.failure(
+                        req, Status.REJECTED, ErrorCode.CANCELLED, CANCELLED_MESSAGE
+                    ),
                 )
                 continue
             deadline = None
@@ -323,7 +326,9 @@ class Worker(Service):
             if rejection is not None:
                 self._answer(
                     job,
-                    self._answers.failure(req, Status.REJECTED, "over_budget", rejection.reason),
+                    self._answers.failure(
+                        req, Status.REJECTED, ErrorCode.OVER_BUDGET, rejection.reason
+                    ),
                 )
         self._dispatch()
 
@@ -336,7 +341,10 @@ class Worker(Service):
             ):
                 req = job.admitted.request
                 self._answer(
-                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                    job,
+                    self._answers.failure(
+                        req, Status.REJECTED, ErrorCode.CANCELLED, CANCELLED_MESSAGE
+                    ),
                 )
         for job in self._batcher.take_expired():
             self._answer(
@@ -344,9 +352,8 @@ class Worker(Service):
                 self._answers.failure(
                     job.admitted.request,
                     Status.EXPIRED,
-                    "deadline_expired",
-                    "the request's deadline_ms passed before it could run; "
-                    "give it a later deadline",
+                    ErrorCode.DEADLINE_EXPIRED,
+                    ErrorCode.DEADLINE_EXPIRED.message,
                 ),
             )
         while self._in_flight_batches < self._settings.max_in_flight_batches:
