@@ -5,30 +5,22 @@ PII, checks the inputs against the model and prices the request (tokens with the
 model's tokenizer, pixels from image headers). It is synchronous (it
 tokenizes and reads image headers) and runs in the router's executor. It
 raises `WireError`s with stable codes; nothing here logs payloads.
-`RouterAnswers` builds the results the router itself answers with.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sluicegate.runtime.clock import now_ms
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits
 from sluicegate.schemas.cost import Cost, TokenCounter, measure
 from sluicegate.schemas.errors import InvalidImageError, OverLimitError, WireError
 from sluicegate.schemas.imaging import image_size
 from sluicegate.schemas.models import (
-    ErrorInfo,
     ImageInput,
     InferenceRequest,
-    InferenceResult,
-    Status,
-    Timings,
 )
 
 from .pii import PiiMasker
@@ -110,32 +102,3 @@ class Refused(Exception):
         super().__init__(str(error))
         self.error = error
         self.request = request
-
-
-@dataclass(frozen=True, kw_only=True)
-class RouterAnswers:
-    """Results the router answers itself: refusals, rejections, cache hits."""
-
-    worker: str = f"router:{socket.gethostname()}:{os.getpid()}"
-
-    def failure(
-        self,
-        request_id: str,
-        *,
-        model: str,
-        status: Status,
-        code: str,
-        message: str,
-        created_ms: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> InferenceResult:
-        now = now_ms()
-        return InferenceResult(
-            request_id=request_id,
-            status=status,
-            model=model,
-            error=ErrorInfo(code=code, message=message, retry_after_s=retry_after_s),
-            timings=Timings(total_ms=None if created_ms is None else float(now - created_ms)),
-            worker=self.worker,
-            produced_ms=now,
-        )

@@ -36,6 +36,7 @@ from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
+from sluicegate.runtime.results import ResultBuilder, router_label
 from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
 from sluicegate.schemas.control import (
@@ -53,7 +54,7 @@ from .cache import ResultCache, answer_from, content_key
 from .control import ControlReader, ControlState
 from .drift import DriftMonitor
 from .health import PoolHealth
-from .ingress import Prepared, Refused, RouterAnswers, prepare
+from .ingress import Prepared, Refused, prepare
 from .pii import PiiMasker
 from .quota import Refusal, TenantQuotas
 from .records import WindowRollup, decode_rollup
@@ -92,7 +93,7 @@ class Router(Service):
             topic=settings.topics.control,
             state=ControlState(cancel_ttl_s=settings.cancel_ttl_s),
         )
-        self._answers = RouterAnswers()
+        self._answers = ResultBuilder(worker=router_label())
         self._drift = DriftMonitor(settings=settings.drift)
         self._counter: TokenCounter | None = None
         self._producer: AIOKafkaProducer | None = None

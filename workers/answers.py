@@ -1,16 +1,19 @@
 """The records a worker writes: results, dead letters and telemetry events.
 
-Pure construction, no I/O: the engine decides when to send them.
+Pure construction, no I/O: the engine decides when to send them. Results are
+built by `runtime.results.ResultBuilder`, the builder the router uses too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.records import Record
+from sluicegate.runtime.results import ResultBuilder
 from sluicegate.schemas.codec import recover_request_id
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
@@ -34,6 +37,12 @@ class Answers:
     worker: str
     model_version: str = ""
 
+    @cached_property
+    def _results(self) -> ResultBuilder:
+        return ResultBuilder(
+            worker=self.worker, model=self.model, pool=self.pool, model_version=self.model_version
+        )
+
     def result(
         self,
         request: InferenceRequest,
@@ -43,17 +52,13 @@ class Answers:
         error: ErrorInfo | None = None,
         timings: Timings | None = None,
     ) -> InferenceResult:
-        return InferenceResult(
-            request_id=request.request_id,
-            status=status,
-            model=self.model,
-            outputs=outputs or {},
+        return self._results.result(
+            request.request_id,
+            status,
+            outputs=outputs,
             error=error,
-            timings=timings or Timings(total_ms=total_ms(request)),
-            model_version=self.model_version,
-            pool=self.pool,
-            worker=self.worker,
-            produced_ms=now_ms(),
+            timings=timings,
+            created_ms=request.created_ms,
         )
 
     def failure(
@@ -64,20 +69,18 @@ class Answers:
         message: str,
         timings: Timings | None = None,
     ) -> InferenceResult:
-        error = ErrorInfo(code=code, message=message)
-        return self.result(request, status, error=error, timings=timings)
+        return self._results.failure(
+            request.request_id,
+            status=status,
+            code=code,
+            message=message,
+            timings=timings,
+            created_ms=request.created_ms,
+        )
 
     def undecodable(self, request_id: str, code: str, message: str) -> InferenceResult:
         """The error result of a record that never became an `InferenceRequest`."""
-        return InferenceResult(
-            request_id=request_id,
-            status=Status.ERROR,
-            model=self.model,
-            error=ErrorInfo(code=code, message=message),
-            pool=self.pool,
-            worker=self.worker,
-            produced_ms=now_ms(),
-        )
+        return self._results.failure(request_id, status=Status.ERROR, code=code, message=message)
 
     def request_event(self, result: InferenceResult) -> TelemetryEvent:
         return TelemetryEvent(
@@ -111,11 +114,6 @@ class Answers:
             queue_ms=round(queue_ms, 3),
             compute_ms=round(compute_ms, 3),
         )
-
-
-def total_ms(request: InferenceRequest) -> float | None:
-    """Milliseconds since the client created `request`, when it said."""
-    return None if request.created_ms is None else float(now_ms() - request.created_ms)
 
 
 def dead_letter(

@@ -33,6 +33,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, TracerProvider
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
+from sluicegate.runtime.results import total_ms
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
@@ -41,7 +42,7 @@ from sluicegate.schemas.errors import ErrorCode, WireError
 from sluicegate.schemas.models import InferenceResult, Status, TelemetryEvent, Timings
 
 from .admission import Admitted, admit
-from .answers import Answers, dead_letter, total_ms
+from .answers import Answers, dead_letter
 from .backends.base import InferenceBackend
 from .batcher import Batch, BudgetBatcher
 from .cancel import CANCELLED_MESSAGE, CancelWatcher
