@@ -37,7 +37,7 @@ from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.results import ResultBuilder, router_label
-from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
+from sluicegate.schemas.codec import WireLimits, decode_request, decode_result, encode, headers
 from sluicegate.schemas.codec import recover_request_id as recover_id
 from sluicegate.schemas.control import (
     POOL_HEADER,
@@ -94,6 +94,7 @@ class Router(Service):
             state=ControlState(cancel_ttl_s=settings.cancel_ttl_s),
         )
         self._answers = ResultBuilder(worker=router_label())
+        self._limits = WireLimits(image_root=settings.image_root)
         self._drift = DriftMonitor(settings=settings.drift)
         self._counter: TokenCounter | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -191,7 +192,11 @@ class Router(Service):
         for rec in records:
             try:
                 request = decode_request(rec.value, list(rec.headers))
-                out.append(prepare(request, masker=self._masker, counter=self._counter))
+                out.append(
+                    prepare(
+                        request, masker=self._masker, counter=self._counter, limits=self._limits
+                    )
+                )
             except (WireError, Refused) as exc:
                 out.append(exc)
         return out
