@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from sluicegate.runtime.kafka import KafkaSettings, wait_for_partitions
+from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer, wait_for_partitions
 from sluicegate.schemas.codec import headers
 
 __all__ = ["count_outputs", "produce_backlog", "relay"]
@@ -29,7 +29,7 @@ __all__ = ["count_outputs", "produce_backlog", "relay"]
 
 async def relay(kafka: KafkaSettings, *, source: str, sink: str, group: str, ready: Path) -> None:
     kw = kafka.client_kwargs()
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=2, **kw)
+    producer = idempotent_producer(kafka, linger_ms=2)
     consumer = AIOKafkaConsumer(
         source, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **kw
     )
