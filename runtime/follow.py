@@ -16,7 +16,6 @@ never swallowed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Literal
@@ -121,13 +120,16 @@ class Follower:
                     consumer.seek(tp, hit.offset)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Cancel the task and close the consumer. Does not raise the task's failure
+        (logged when it happened, and raised by the owner from `failed`), so an owner
+        stopping because of it still closes everything else."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
         if self._consumer is not None:
             await self._consumer.stop()
-        self._task = self._consumer = None
+        self._consumer = None
 
     @property
     def failed(self) -> BaseException | None:
