@@ -91,7 +91,7 @@ async def test_a_wrong_password_fails_clearly(secure_kafka: SecureKafka, stack: 
     try:
         with pytest.raises(KafkaConnectError) as worker_error:
             settings = WorkerSettings(model="text-embed", kafka=wrong)
-            await Worker(settings=settings, backend=backend).run(asyncio.Event())
+            await Worker(settings=settings, backend=backend).start()
     finally:
         await backend.close()
     for error in (client_error.value, worker_error.value):
