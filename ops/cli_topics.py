@@ -10,7 +10,7 @@ import typer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.streams.provision import ProvisionError, apply_topics, plan_topics
 from sluicegate.streams.topicspec import Plan, TopicSpecError, load_topic_file
 

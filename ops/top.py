@@ -9,9 +9,9 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.records import Record
 from sluicegate.schemas.errors import WireError
-from sluicegate.streams.follow import Follower
-from sluicegate.streams.protocols import Record
 from sluicegate.streams.records import DriftEvent, ShadowDiff, WindowRollup, decode_rollup
 from sluicegate.streams.telemetry import TelemetrySettings
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.tree import Tree
 
-from sluicegate.schemas.tracing import REQUEST_ID
+from sluicegate.runtime.tracing import REQUEST_ID
 
 KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 # Attributes worth a glance in the tree (never payload; spans carry none).

@@ -14,56 +14,141 @@ or a DLQ header, and a message that names the fix.
     │   └── ImageOutsideRootError  image_outside_root        file:// path outside the allowed root
     ├── InvalidInputError          invalid_input    inputs do not fit the model
     └── UnknownModelError          unknown_model    no such model in the catalog
+
+`ErrorCode` lists every code a result's `error.code` or a DLQ record's
+`sg-dlq-code` header can carry: the wire errors above, the refusals the
+router and the workers answer themselves (`cancelled`, `over_budget`,
+`over_quota`, `deadline_expired`) and the backend failures of
+`sluicegate.workers.errors`. Each has a default user-facing message
+(`ErrorCode.X.message`) that names the fix where there is a standard one;
+callers with a more precise message (the budget that was exceeded, the quota
+refill time) send that instead. The values are the wire format: never
+rename one.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import ClassVar
+
+
+class ErrorCode(StrEnum):
+    WIRE_ERROR = "wire_error"
+    MSGPACK_FORMAT = "msgpack_format"
+    SCHEMA_VERSION = "schema_version"
+    SCHEMA = "schema"
+    OVER_LIMIT = "over_limit"
+    IMAGE_BOMB = "image_bomb"
+    INVALID_IMAGE = "invalid_image"
+    UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
+    IMAGE_OUTSIDE_ROOT = "image_outside_root"
+    INVALID_INPUT = "invalid_input"
+    UNKNOWN_MODEL = "unknown_model"
+    # Refusals answered by the router or a worker without running the request.
+    CANCELLED = "cancelled"
+    OVER_BUDGET = "over_budget"
+    OVER_QUOTA = "over_quota"
+    DEADLINE_EXPIRED = "deadline_expired"
+    # Backend failures (sluicegate.workers.errors).
+    WORKER_ERROR = "worker_error"
+    BACKEND_ERROR = "backend_error"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    BACKEND_REJECTED = "backend_rejected"
+    # A dead letter whose exception carried no code.
+    ERROR = "error"
+
+    @property
+    def message(self) -> str:
+        """The default user-facing message; names the fix where there is a standard one."""
+        return _MESSAGES[self]
+
+
+_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.WIRE_ERROR: "the record could not be decoded; fix the producer",
+    ErrorCode.MSGPACK_FORMAT: (
+        "the record's value is not a msgpack map; encode requests with sluicegate.schemas.codec"
+    ),
+    ErrorCode.SCHEMA_VERSION: (
+        "the record's sg-schema header names a version this process cannot read; "
+        "upgrade the reader or produce the supported version"
+    ),
+    ErrorCode.SCHEMA: "fields are missing or have the wrong type; see docs for the request schema",
+    ErrorCode.OVER_LIMIT: "the message, an image or a text is over its size limit; send less",
+    ErrorCode.IMAGE_BOMB: "an image header declares too many pixels; downscale the image",
+    ErrorCode.INVALID_IMAGE: (
+        "an image could not be read or its sha256 does not match; send a valid PNG/JPEG "
+        "with the right sha256"
+    ),
+    ErrorCode.UNSUPPORTED_IMAGE_FORMAT: "the image format is not allowed; send PNG or JPEG",
+    ErrorCode.IMAGE_OUTSIDE_ROOT: (
+        "a file:// image is outside the image root; put the file under it or send the image inline"
+    ),
+    ErrorCode.INVALID_INPUT: "the inputs do not fit the model; see the model's catalog entry",
+    ErrorCode.UNKNOWN_MODEL: "no such model in the catalog; check the model name",
+    ErrorCode.CANCELLED: (
+        "the request was cancelled (a cancel record on the control topic) before it ran"
+    ),
+    ErrorCode.OVER_BUDGET: (
+        "the request costs more than the pool's batch budget; split it or raise "
+        "SLUICEGATE_BATCH__BUDGET"
+    ),
+    ErrorCode.OVER_QUOTA: "the tenant's quota is used up; retry after retry_after_s",
+    ErrorCode.DEADLINE_EXPIRED: (
+        "the request's deadline_ms passed before it could run; give it a later deadline"
+    ),
+    ErrorCode.WORKER_ERROR: "the worker failed; the request may be retried",
+    ErrorCode.BACKEND_ERROR: "the inference backend failed on this request",
+    ErrorCode.BACKEND_UNAVAILABLE: "the inference backend is unavailable; retry later",
+    ErrorCode.DEADLINE_EXCEEDED: "the inference call timed out; retry later",
+    ErrorCode.BACKEND_REJECTED: "the inference backend rejected this request's inputs",
+    ErrorCode.ERROR: "an unexpected error",
+}
 
 
 class WireError(ValueError):
     """Root of the errors raised while decoding or admitting a request."""
 
-    code: ClassVar[str] = "wire_error"
+    code: ClassVar[str] = ErrorCode.WIRE_ERROR
     # Retrying the same bytes never helps: the producer must fix them.
     retriable: ClassVar[bool] = False
 
 
 class DecodeError(WireError):
-    code = "msgpack_format"
+    code = ErrorCode.MSGPACK_FORMAT
 
 
 class UnsupportedSchemaError(WireError):
-    code = "schema_version"
+    code = ErrorCode.SCHEMA_VERSION
 
 
 class SchemaValidationError(WireError):
-    code = "schema"
+    code = ErrorCode.SCHEMA
 
 
 class OverLimitError(WireError):
-    code = "over_limit"
+    code = ErrorCode.OVER_LIMIT
 
 
 class ImageBombError(OverLimitError):
-    code = "image_bomb"
+    code = ErrorCode.IMAGE_BOMB
 
 
 class InvalidImageError(WireError):
-    code = "invalid_image"
+    code = ErrorCode.INVALID_IMAGE
 
 
 class UnsupportedImageError(InvalidImageError):
-    code = "unsupported_image_format"
+    code = ErrorCode.UNSUPPORTED_IMAGE_FORMAT
 
 
 class ImageOutsideRootError(InvalidImageError):
-    code = "image_outside_root"
+    code = ErrorCode.IMAGE_OUTSIDE_ROOT
 
 
 class InvalidInputError(WireError):
-    code = "invalid_input"
+    code = ErrorCode.INVALID_INPUT
 
 
 class UnknownModelError(WireError):
-    code = "unknown_model"
+    code = ErrorCode.UNKNOWN_MODEL

@@ -22,11 +22,17 @@ from aiokafka.errors import KafkaConnectionError
 from opentelemetry.trace import TracerProvider
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
+from sluicegate.runtime.kafka import (
+    KafkaSettings,
+    idempotent_producer,
+    read_committed_consumer,
+    wait_for_partitions,
+)
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.schemas.topics import Pool
 
 from .routing import route
@@ -83,20 +89,10 @@ class Client:
         return self._settings.topics.results
 
     async def start(self) -> None:
-        kafka = self._settings.kafka.client_kwargs()
-        producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            max_request_size=self._settings.kafka.max_request_size,
-            **kafka,
-        )
-        consumer = AIOKafkaConsumer(
-            enable_auto_commit=False,
-            # Workers in exactly_once mode write results in transactions.
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=self._settings.kafka.max_request_size,
-            **kafka,
-        )
+        kafka = self._settings.kafka
+        producer = idempotent_producer(kafka)
+        # Workers in exactly_once mode write results in transactions.
+        consumer = read_committed_consumer(kafka, enable_auto_commit=False)
         try:
             await producer.start()
         except KafkaConnectionError as exc:
@@ -120,16 +116,13 @@ class Client:
 
     async def _reply_partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         topic = self.reply_topic
-        for _ in range(20):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return [TopicPartition(topic, p) for p in sorted(parts)]
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(
-            f"result topic {topic!r} does not exist; start the stack with `sluicegate up` "
-            "(it creates the topics) or create it yourself"
-        )
+        try:
+            return await wait_for_partitions(self._settings.kafka, topic, timeout=2.0)
+        except TimeoutError:
+            raise RuntimeError(
+                f"result topic {topic!r} does not exist; start the stack with `sluicegate up` "
+                "(it creates the topics) or create it yourself"
+            ) from None
 
     async def stop(self) -> None:
         if self._reader is not None:

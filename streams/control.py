@@ -10,27 +10,21 @@ so every instance converges on the same table within a fetch round trip.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from aiokafka import AIOKafkaProducer
-
+from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
+from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
 from sluicegate.schemas.errors import WireError
-from sluicegate.schemas.settings import KafkaSettings
 
 from .errors import NoEarlierRouteError
-from .follow import Follower
-from .protocols import Record
 
 log = logging.getLogger("sluicegate.control")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ControlState:
@@ -133,7 +127,7 @@ class ControlReader:
 
 
 async def _produce(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -> None:
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **kafka.client_kwargs())
+    producer = idempotent_producer(kafka)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers())

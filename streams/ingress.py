@@ -5,30 +5,20 @@ PII, checks the inputs against the model and prices the request (tokens with the
 model's tokenizer, pixels from image headers). It is synchronous (it
 tokenizes and reads image headers) and runs in the router's executor. It
 raises `WireError`s with stable codes; nothing here logs payloads.
-`RouterAnswers` builds the results the router itself answers with.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
+from sluicegate.runtime.images import load_image
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits
 from sluicegate.schemas.cost import Cost, TokenCounter, measure
-from sluicegate.schemas.errors import InvalidImageError, OverLimitError, WireError
+from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.imaging import image_size
 from sluicegate.schemas.models import (
-    ErrorInfo,
-    ImageInput,
     InferenceRequest,
-    InferenceResult,
-    Status,
-    Timings,
 )
 
 from .pii import PiiMasker
@@ -42,26 +32,6 @@ class Prepared:
     pii: dict[str, int]
     # Input statistics for drift detection: text_tokens, text_chars, image_pixels, image_aspect.
     features: dict[str, float]
-
-
-def image_bytes(image: ImageInput, *, limits: WireLimits = DEFAULT_LIMITS) -> bytes:
-    """Encoded bytes of an inline image, or of a `file://` one for pricing.
-
-    The worker re-reads the file and checks its sha256 before running it; the
-    router only needs its header, but reads the file whole to keep one path.
-    """
-    if image.data is not None:
-        return image.data
-    path = Path(unquote(urlparse(image.uri or "").path))
-    try:
-        if path.stat().st_size > limits.max_image_bytes:
-            raise OverLimitError(f"image file is over the {limits.max_image_bytes}-byte limit")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidImageError(
-            f"cannot read image {image.uri!r} ({exc.strerror}); the router and the worker "
-            "must be able to read the path"
-        ) from None
 
 
 def prepare(
@@ -80,7 +50,7 @@ def prepare(
     try:
         spec = lookup(request.model)
         spec.check_inputs(masked.request)
-        images = [image_bytes(image, limits=limits) for image in request.images]
+        images = [load_image(image, limits=limits) for image in request.images]
         # Priced on the masked text: that is what the model will run on.
         cost = measure(
             spec, texts=masked.request.texts, images=images, counter=counter, limits=limits
@@ -110,36 +80,3 @@ class Refused(Exception):
         super().__init__(str(error))
         self.error = error
         self.request = request
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class RouterAnswers:
-    """Results the router answers itself: refusals, rejections, cache hits."""
-
-    worker: str = f"router:{socket.gethostname()}:{os.getpid()}"
-
-    def failure(
-        self,
-        request_id: str,
-        *,
-        model: str,
-        status: Status,
-        code: str,
-        message: str,
-        created_ms: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> InferenceResult:
-        now = now_ms()
-        return InferenceResult(
-            request_id=request_id,
-            status=status,
-            model=model,
-            error=ErrorInfo(code=code, message=message, retry_after_s=retry_after_s),
-            timings=Timings(total_ms=None if created_ms is None else float(now - created_ms)),
-            worker=self.worker,
-            produced_ms=now,
-        )

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import decode_result, decode_telemetry
 from sluicegate.schemas.errors import WireError
 
-from .protocols import Record
 from .records import RollupRecord, WindowRollup
 from .shadow import ShadowDiffer
 from .windows import TumblingWindows

@@ -33,21 +33,23 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry.trace import TracerProvider
 
+from sluicegate.runtime import tracing
+from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.lifecycle import Service
-from sluicegate.schemas import tracing
+from sluicegate.runtime.supervise import serve_together, watch
+from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
 
 from .cache import ResultCache
 from .control import ControlReader, ControlState
 from .drift import DriftMonitor
-from .follow import Follower, OnFirstAssignment
 from .health import PoolHealth
-from .ingress import now_ms
 from .pii import PiiMasker
 from .quota import TenantQuotas
 from .router_core import Produce, RouterCore, decode_all
 from .router_settings import RouterSettings
-from .supervise import serve_together, watch
 
 log = logging.getLogger("sluicegate.router")
 
@@ -83,6 +85,7 @@ class Router(Service):
             cache=self._cache,
             tracer=tracing.get_tracer(tracer_provider),
         )
+        self._limits = WireLimits(image_root=settings.image_root)
         self._counter: TokenCounter | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -118,13 +121,7 @@ class Router(Service):
                     name="cache",
                 )
             )
-        producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_request_size=s.kafka.max_request_size,
-            **kafka,
-        )
+        producer = idempotent_producer(s.kafka, linger_ms=2)
         consumer = AIOKafkaConsumer(
             group_id=s.router_group_id,
             enable_auto_commit=False,
@@ -173,8 +170,9 @@ class Router(Service):
         counter, masker = self._counter, self._masker
         assert counter is not None
         loop = asyncio.get_running_loop()
+        limits = self._limits
         outcomes = await loop.run_in_executor(
-            executor, lambda: decode_all(records, masker=masker, counter=counter)
+            executor, lambda: decode_all(records, masker=masker, counter=counter, limits=limits)
         )
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):

@@ -22,8 +22,18 @@ from dataclasses import dataclass
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from sluicegate.schemas import tracing
-from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
+from sluicegate.runtime import tracing
+from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.records import Record
+from sluicegate.runtime.results import ResultBuilder, router_label
+from sluicegate.schemas.codec import (
+    DEFAULT_LIMITS,
+    WireLimits,
+    decode_request,
+    decode_result,
+    encode,
+    headers,
+)
 from sluicegate.schemas.codec import recover_request_id as recover_id
 from sluicegate.schemas.control import (
     POOL_HEADER,
@@ -33,7 +43,7 @@ from sluicegate.schemas.control import (
 )
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.errors import WireError
+from sluicegate.schemas.errors import ErrorCode, WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
 
@@ -41,9 +51,8 @@ from .cache import ResultCache, answer_from, content_key
 from .control import ControlState
 from .drift import DriftMonitor
 from .health import PoolHealth
-from .ingress import Prepared, Refused, RouterAnswers, now_ms, prepare
+from .ingress import Prepared, Refused, prepare
 from .pii import PiiMasker
-from .protocols import Record
 from .quota import Refusal, TenantQuotas
 from .records import WindowRollup, decode_rollup
 from .routing import Decision, RoutingSettings, decide
@@ -66,14 +75,18 @@ class Produce:
 
 
 def decode_all(
-    records: Sequence[Record], *, masker: PiiMasker, counter: TokenCounter
+    records: Sequence[Record],
+    *,
+    masker: PiiMasker,
+    counter: TokenCounter,
+    limits: WireLimits = DEFAULT_LIMITS,
 ) -> list[Outcome]:
     """Decode, validate, mask and price each record; one outcome per record, in order."""
     out: list[Outcome] = []
     for rec in records:
         try:
             request = decode_request(rec.value, list(rec.headers))
-            out.append(prepare(request, masker=masker, counter=counter))
+            out.append(prepare(request, masker=masker, counter=counter, limits=limits))
         except (WireError, Refused) as exc:
             out.append(exc)
     return out
@@ -107,7 +120,7 @@ class RouterCore:
         self._cache = cache
         self._tracer = tracer or tracing.get_tracer(None)
         self._clock = clock
-        self._answers = RouterAnswers()
+        self._answers = ResultBuilder(worker=router_label())
         self.stats: Counter[str] = Counter()
 
     def handle(self, rec: Record, outcome: Outcome) -> list[Produce]:
@@ -121,7 +134,12 @@ class RouterCore:
         alarms = self._observe(request.model, outcome.features, now)
         if self._control.cancelled(rid):
             self.stats["cancelled"] += 1
-            return [*alarms, self._reply(request, Status.REJECTED, "cancelled", _CANCELLED)]
+            return [
+                *alarms,
+                self._reply(
+                    request, Status.REJECTED, ErrorCode.CANCELLED, ErrorCode.CANCELLED.message
+                ),
+            ]
         key = content_key(request) if self._cache is not None else ""
         if self._cache is not None:
             hit = self._cache.lookup(key)
@@ -283,7 +301,9 @@ class RouterCore:
             )
         )
         retry = None if never else round(refusal.retry_after_s, 3)
-        return self._reply(request, Status.REJECTED, "over_quota", message, retry_after=retry)
+        return self._reply(
+            request, Status.REJECTED, ErrorCode.OVER_QUOTA, message, retry_after=retry
+        )
 
     def _reply(
         self,
@@ -327,6 +347,3 @@ def _routing(
     if shadow_of is not None:
         out.append((SHADOW_OF_HEADER, shadow_of.encode()))
     return out
-
-
-_CANCELLED = "the request was cancelled (a cancel record on the control topic) before it ran"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.schemas.settings import TopicSettings
 
 from .drift import DriftSettings
 from .pii import PiiSettings
@@ -31,5 +32,8 @@ class RouterSettings(BaseSettings):
     cache_ttl_s: float = Field(default=300.0, ge=0)
     # Records taken per poll; their offsets are committed together.
     router_max_records: int = Field(default=500, ge=1)
+    # `file://` images must lie under this directory (None: any readable path),
+    # as for the workers (SLUICEGATE_IMAGE_ROOT sets both).
+    image_root: str | None = None
     # Threads for decoding, masking and tokenizing.
     router_threads: int = Field(default=1, ge=1)

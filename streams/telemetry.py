@@ -21,22 +21,24 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime import kafka
+from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.kafka import KafkaSettings, OnFirstAssignment
 from sluicegate.runtime.lifecycle import Service
+from sluicegate.runtime.records import Record
+from sluicegate.runtime.supervise import serve_together, watch
 from sluicegate.schemas.codec import encode, headers
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 
-from .follow import Follower, OnFirstAssignment
 from .metrics import RollupCollector
-from .protocols import Record
 from .records import RollupRecord, WindowRollup
 from .rollup_core import RollupCore, with_lag
-from .supervise import serve_together, watch
 
 log = logging.getLogger("sluicegate.telemetry")
 # How often due windows are published: about one poll.
@@ -86,7 +88,6 @@ class TelemetryRollups(Service):
 
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
-        kafka = s.kafka.client_kwargs()
         followers = [
             Follower(kafka=s.kafka, topic=s.topics.results, handle=self._primary, name="primary"),
             Follower(
@@ -96,14 +97,14 @@ class TelemetryRollups(Service):
         server = None
         if s.metrics_port:
             server, _ = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.registry)
-        producer = AIOKafkaProducer(acks="all", linger_ms=20, **kafka)
-        consumer = AIOKafkaConsumer(
+        producer = kafka.producer(s.kafka, acks="all", linger_ms=20)
+        consumer = kafka.consumer(
+            s.kafka,
             group_id=s.telemetry_group_id,
             enable_auto_commit=True,
             auto_offset_reset=s.telemetry_offset_reset,
-            **kafka,
         )
-        admin = AIOKafkaAdminClient(**kafka)
+        admin = kafka.admin_client(s.kafka)
         try:
             for follower in followers:
                 await follower.start()
@@ -169,8 +170,7 @@ class TelemetryRollups(Service):
         group = f"{self._s.worker_group_prefix}.{rollup.model}.{rollup.pool}"
         try:
             committed = await self._admin.list_consumer_group_offsets(group)
-            cluster = await self._consumer._client.fetch_all_metadata()
-            parts = [TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or ()]
+            parts = await kafka.partitions_of(self._admin, topic)
             if not parts:
                 return rollup
             ends = await self._consumer.end_offsets(parts)

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.catalog import CATALOG
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 
 
 def default_topics(topics: TopicSettings, pools: Iterable[str] = ("cpu",)) -> list[str]:

@@ -1,18 +1,23 @@
 """The records a worker writes: results, dead letters and telemetry events.
 
-Pure construction, no I/O: the engine decides when to send them.
+Pure construction, no I/O: the engine decides when to send them. Results are
+built by `runtime.results.ResultBuilder`, the builder the router uses too.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import cached_property
+from typing import Any
 
+from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.records import Record
+from sluicegate.runtime.results import ResultBuilder
 from sluicegate.schemas.codec import recover_request_id
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.models import (
     ErrorInfo,
     InferenceRequest,
@@ -21,21 +26,6 @@ from sluicegate.schemas.models import (
     TelemetryEvent,
     Timings,
 )
-
-
-class Record(Protocol):
-    """The fields of aiokafka's ConsumerRecord a worker reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +37,12 @@ class Answers:
     worker: str
     model_version: str = ""
 
+    @cached_property
+    def _results(self) -> ResultBuilder:
+        return ResultBuilder(
+            worker=self.worker, model=self.model, pool=self.pool, model_version=self.model_version
+        )
+
     def result(
         self,
         request: InferenceRequest,
@@ -56,17 +52,13 @@ class Answers:
         error: ErrorInfo | None = None,
         timings: Timings | None = None,
     ) -> InferenceResult:
-        return InferenceResult(
-            request_id=request.request_id,
-            status=status,
-            model=self.model,
-            outputs=outputs or {},
+        return self._results.result(
+            request.request_id,
+            status,
+            outputs=outputs,
             error=error,
-            timings=timings or Timings(total_ms=total_ms(request)),
-            model_version=self.model_version,
-            pool=self.pool,
-            worker=self.worker,
-            produced_ms=now_ms(),
+            timings=timings,
+            created_ms=request.created_ms,
         )
 
     def failure(
@@ -77,20 +69,18 @@ class Answers:
         message: str,
         timings: Timings | None = None,
     ) -> InferenceResult:
-        error = ErrorInfo(code=code, message=message)
-        return self.result(request, status, error=error, timings=timings)
+        return self._results.failure(
+            request.request_id,
+            status=status,
+            code=code,
+            message=message,
+            timings=timings,
+            created_ms=request.created_ms,
+        )
 
     def undecodable(self, request_id: str, code: str, message: str) -> InferenceResult:
         """The error result of a record that never became an `InferenceRequest`."""
-        return InferenceResult(
-            request_id=request_id,
-            status=Status.ERROR,
-            model=self.model,
-            error=ErrorInfo(code=code, message=message),
-            pool=self.pool,
-            worker=self.worker,
-            produced_ms=now_ms(),
-        )
+        return self._results.failure(request_id, status=Status.ERROR, code=code, message=message)
 
     def request_event(self, result: InferenceResult) -> TelemetryEvent:
         return TelemetryEvent(
@@ -126,16 +116,11 @@ class Answers:
         )
 
 
-def total_ms(request: InferenceRequest) -> float | None:
-    """Milliseconds since the client created `request`, when it said."""
-    return None if request.created_ms is None else float(now_ms() - request.created_ms)
-
-
 def dead_letter(
     rec: Record, exc: Exception, stage: str, request_id: str | None = None
 ) -> DeadLetter:
     return DeadLetter(
-        code=getattr(exc, "code", "error"),
+        code=getattr(exc, "code", ErrorCode.ERROR),
         message=str(exc),
         error_class=type(exc).__name__,
         stage=stage,

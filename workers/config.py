@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.schemas.settings import TopicSettings
 
 from .batcher import BatchPolicy
 from .budgets import default_policy

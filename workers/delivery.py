@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
+from sluicegate.runtime.records import Record
 
-from .answers import Record
 from .offsets import OffsetTracker
 
 log = logging.getLogger("sluicegate.worker.delivery")
@@ -106,13 +106,7 @@ class AtLeastOnce:
     """Idempotent producer, acknowledged-then-committed offsets (see module docstring)."""
 
     def __init__(self, *, kafka: KafkaSettings) -> None:
-        self._producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=2,
-            max_request_size=kafka.max_request_size,
-            **kafka.client_kwargs(),
-        )
+        self._producer = idempotent_producer(kafka, linger_ms=2)
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._kafka = kafka
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
+from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
-from .answers import Answers, Record
+from .answers import Answers
 from .delivery import Delivery, Outgoing
 from .tracing import WorkerObserver
 

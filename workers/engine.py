@@ -30,16 +30,19 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import INVALID_SPAN, Span, TracerProvider
 
+from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.lifecycle import Service
+from sluicegate.runtime.records import Record
+from sluicegate.runtime.results import total_ms
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits, recover_request_id
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.errors import WireError
+from sluicegate.schemas.errors import ErrorCode, WireError
 from sluicegate.schemas.models import InferenceResult, Status, TelemetryEvent, Timings
 
 from .admission import Admitted, admit
-from .answers import Answers, Record, dead_letter, now_ms, total_ms
+from .answers import Answers, dead_letter
 from .backends.base import InferenceBackend
 from .batcher import Batch, BudgetBatcher
 from .cancel import CANCELLED_MESSAGE, CancelWatcher
@@ -309,7 +312,10 @@ class Worker(Service):
             req = outcome.request
             if self._cancels.cancelled(req.request_id):
                 self._answer(
-                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                    job,
+                    self._answers.failure(
+                        req, Status.REJECTED, ErrorCode.CANCELLED, CANCELLED_MESSAGE
+                    ),
                 )
                 continue
             deadline = None
@@ -321,7 +327,9 @@ class Worker(Service):
             if rejection is not None:
                 self._answer(
                     job,
-                    self._answers.failure(req, Status.REJECTED, "over_budget", rejection.reason),
+                    self._answers.failure(
+                        req, Status.REJECTED, ErrorCode.OVER_BUDGET, rejection.reason
+                    ),
                 )
         self._dispatch()
 
@@ -334,7 +342,10 @@ class Worker(Service):
             ):
                 req = job.admitted.request
                 self._answer(
-                    job, self._answers.failure(req, Status.REJECTED, "cancelled", CANCELLED_MESSAGE)
+                    job,
+                    self._answers.failure(
+                        req, Status.REJECTED, ErrorCode.CANCELLED, CANCELLED_MESSAGE
+                    ),
                 )
         for job in self._batcher.take_expired():
             self._answer(
@@ -342,9 +353,8 @@ class Worker(Service):
                 self._answers.failure(
                     job.admitted.request,
                     Status.EXPIRED,
-                    "deadline_expired",
-                    "the request's deadline_ms passed before it could run; "
-                    "give it a later deadline",
+                    ErrorCode.DEADLINE_EXPIRED,
+                    ErrorCode.DEADLINE_EXPIRED.message,
                 ),
             )
         while self._in_flight_batches < self._settings.max_in_flight_batches:

@@ -14,25 +14,27 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from sluicegate.schemas.errors import ErrorCode
+
 
 class WorkerError(RuntimeError):
-    code: ClassVar[str] = "worker_error"
+    code: ClassVar[str] = ErrorCode.WORKER_ERROR
     retriable: ClassVar[bool] = False
 
 
 class BackendError(WorkerError):
-    code = "backend_error"
+    code: ClassVar[str] = ErrorCode.BACKEND_ERROR
 
 
 class BackendUnavailable(BackendError):
-    code = "backend_unavailable"
+    code: ClassVar[str] = ErrorCode.BACKEND_UNAVAILABLE
     retriable = True
 
 
 class BackendTimeout(BackendError):
-    code = "deadline_exceeded"
+    code: ClassVar[str] = ErrorCode.DEADLINE_EXCEEDED
     retriable = True
 
 
 class BackendRejected(BackendError):
-    code = "backend_rejected"
+    code: ClassVar[str] = ErrorCode.BACKEND_REJECTED

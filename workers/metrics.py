@@ -24,7 +24,7 @@ from opentelemetry.semconv._incubating.metrics.messaging_metrics import MESSAGIN
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.util.types import Attributes
 
-from sluicegate.schemas.tracing import KAFKA
+from sluicegate.runtime.tracing import KAFKA
 
 MODEL = "sg.model"
 POOL = "sg.pool"

@@ -41,7 +41,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
 from sluicegate.schemas.codec import Headers, headers
 from sluicegate.schemas.models import InferenceResult
 from sluicegate.schemas.models import Status as ResultStatus
@@ -49,8 +49,9 @@ from sluicegate.schemas.models import Status as ResultStatus
 from .metrics import WorkerMetrics
 
 if TYPE_CHECKING:  # the Triton backend imports this module; admission imports the backends
+    from sluicegate.runtime.records import Record
+
     from .admission import Admitted
-    from .answers import Record
 
 COST = "sg.cost"
 QUEUE_WAIT_MS = "sg.queue_wait_ms"

@@ -37,9 +37,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, transactional_producer
+from sluicegate.runtime.records import Record
 
-from .answers import Record
 from .delivery import Outgoing, probe, tp_of
 
 log = logging.getLogger("sluicegate.worker.transactions")
@@ -241,14 +241,11 @@ class ExactlyOnce:
     async def _open(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
         """Fence earlier writers of `tp`, then seek to its committed offset."""
         await self._drop(tp)
-        producer = AIOKafkaProducer(
+        producer = transactional_producer(
+            self._kafka,
             transactional_id=transactional_id(self._group, tp),
             transaction_timeout_ms=self._timeout_ms,
-            acks="all",
-            enable_idempotence=True,
             linger_ms=2,
-            max_request_size=self._kafka.max_request_size,
-            **self._kafka.client_kwargs(),
         )
         try:
             await producer.start()  # init_transactions: settles the previous owner's

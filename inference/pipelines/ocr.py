@@ -23,6 +23,7 @@ from sluicegate.inference.pipelines.image import decode_bgr
 from sluicegate.inference.pipelines.ocr_det import Box, TextDetector, letterbox
 from sluicegate.inference.pipelines.ocr_rec import DEFAULT_REC_BATCH, TextRecognizer, crop_box
 from sluicegate.inference.pipelines.onnx import DEFAULT_INTRA_OP_THREADS
+from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.imaging import OcrResizePlan, image_size, ocr_resize_plan
 
 __all__ = [
@@ -44,7 +45,7 @@ DEFAULT_MAX_DET_PIXELS = 4096 * 4096
 class ImageTooLargeError(ValueError):
     """The detector input for this image would exceed the model's pixel limit."""
 
-    code = "over_budget"
+    code = ErrorCode.OVER_BUDGET
 
 
 @dataclass(frozen=True)

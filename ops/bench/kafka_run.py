@@ -24,9 +24,10 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sluicegate.ops.stack.process import ManagedProcess, wait_until
+from sluicegate.runtime.kafka import KafkaSettings, wait_for_partitions
 from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
 from sluicegate.schemas.models import ImageInput, InferenceRequest
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.topology import default_topics, delete_topics, ensure_topics
 
 from .points import BatchStat, Point, summarise
@@ -197,7 +198,7 @@ class KafkaRun:
                 (results, self._run.topics.results),
                 (telemetry, self._run.topics.telemetry),
             ):
-                parts = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+                parts = await _partitions(self._kafka, topic)
                 consumer.assign(parts)
                 await consumer.seek_to_end(*parts)
                 for tp in parts:
@@ -293,11 +294,8 @@ class KafkaRun:
         )
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    for _ in range(50):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return sorted(parts)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic!r} did not appear")
+async def _partitions(kafka: KafkaSettings, topic: str) -> list[TopicPartition]:
+    try:
+        return await wait_for_partitions(kafka, topic, timeout=5.0)
+    except TimeoutError:
+        raise RuntimeError(f"topic {topic!r} did not appear") from None

@@ -19,17 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer, wait_for_partitions
 from sluicegate.schemas.codec import headers
-from sluicegate.schemas.settings import KafkaSettings
 
 __all__ = ["count_outputs", "produce_backlog", "relay"]
 
 
 async def relay(kafka: KafkaSettings, *, source: str, sink: str, group: str, ready: Path) -> None:
     kw = kafka.client_kwargs()
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=2, **kw)
+    producer = idempotent_producer(kafka, linger_ms=2)
     consumer = AIOKafkaConsumer(
         source, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **kw
     )
@@ -75,14 +75,7 @@ async def count_outputs(
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka.client_kwargs())
     await consumer.start()
     try:
-        parts = []
-        for _ in range(50):
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                parts = [TopicPartition(topic, p) for p in sorted(found)]
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
+        parts = await wait_for_partitions(kafka, topic, timeout=5.0)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         seen = 0

@@ -19,9 +19,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
+from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.models import InferenceRequest
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.quota import QuotaSettings, TenantQuota
 from sluicegate.streams.router import Router, RouterSettings
 from sluicegate.streams.topology import (
@@ -74,9 +75,7 @@ async def relay(kafka: KafkaSettings, source: str, sink: str, count: int) -> flo
         auto_offset_reset="earliest",
         **kafka.client_kwargs(),
     )
-    producer = AIOKafkaProducer(
-        acks="all", enable_idempotence=True, linger_ms=2, **kafka.client_kwargs()
-    )
+    producer = idempotent_producer(kafka, linger_ms=2)
     await producer.start()
     consumer.subscribe([source], listener=joined)
     await consumer.start()

@@ -28,9 +28,9 @@ from sluicegate.ops.models.build import build_repository
 from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka
 from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
 from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.models import InferenceRequest
-from sluicegate.schemas.settings import KafkaSettings
 from sluicegate.workers.backends import TritonBackend
 from sluicegate.workers.config import WorkerSettings
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -24,7 +23,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import TracerProvider as ApiTracerProvider
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
+from sluicegate.runtime.records import RecordData
 from sluicegate.schemas.codec import decode_request, encode, headers
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status, Timings
@@ -39,16 +39,6 @@ TOPIC = "sg.work.text-embed.cpu"
 class _Drop(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
-
-
-@dataclass
-class _Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 def _requests(n: int) -> list[InferenceRequest]:
@@ -86,7 +76,7 @@ def _run(
                     hdrs = tracing.inject(headers())
             else:
                 hdrs = headers()
-            rec = _Rec(TOPIC, 0, off, req.request_id.encode(), encode(req), hdrs)
+            rec = RecordData(TOPIC, 0, off, req.request_id.encode(), encode(req), hdrs)
             decoded = decode_request(rec.value, rec.headers)
             admitted = Admitted(request=decoded, inputs=ModelInputs(texts=("x",)), cost=cost)
             recs.append(rec)

@@ -20,7 +20,8 @@ from pathlib import Path
 import psutil
 
 from sluicegate.inference.triton._chaos import DELAY_ENV
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.schemas.settings import TopicSettings
 
 from ..models.build import MANIFEST_NAME, build_repository
 from ..stack.kafka import KafkaLocalConfig, LocalKafka

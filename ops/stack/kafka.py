@@ -33,7 +33,7 @@ from types import TracebackType
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 
 from .kafka_config import (
     ADMIN_USER,

@@ -21,8 +21,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.catalog import CATALOG
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.topology import (
     compacted_topics,
     default_topics,

@@ -20,7 +20,8 @@ import pytest
 
 from sluicegate.ops.stack.process import free_port, port_is_open
 from sluicegate.ops.stack.stack import LocalStack, StackSettings
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.schemas.topics import POOLS
 from sluicegate.streams.client import Client, ClientSettings
 from sluicegate.streams.topology import (

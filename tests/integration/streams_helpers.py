@@ -10,9 +10,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.models import InferenceRequest
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.router import Router, RouterSettings
 
 

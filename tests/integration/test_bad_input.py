@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from sluicegate.ops.samples import render_text_image
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, headers
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import ImageInput, InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 
 from .conftest import WorkerFactory

@@ -9,7 +9,7 @@ import pytest
 
 from sluicegate.ops.bench.router_relay import bench_router_vs_relay
 from sluicegate.ops.stack.stack import LocalStack
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 
 from .test_cli import sluicegate
 

@@ -16,10 +16,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from sluicegate.ops.samples import render_text_image
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import ImageInput, InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 
 from ..corpus import all_cases

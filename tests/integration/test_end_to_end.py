@@ -11,10 +11,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sluicegate.ops.samples import PHRASES, cer, render_text_image
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_telemetry
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.models import ImageInput, InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 
 from .conftest import WorkerFactory

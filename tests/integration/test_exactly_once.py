@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.models import InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.workers.delivery import Outgoing
 from sluicegate.workers.transactions import ExactlyOnce, transactional_id
 

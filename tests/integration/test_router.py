@@ -13,11 +13,12 @@ import msgpack
 import pytest
 from PIL import Image
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_request, decode_result, encode
 from sluicegate.schemas.control import POOL_HEADER, PRECISION_HEADER, Cancel
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.control import publish_cancel
 from sluicegate.streams.drift import DriftSettings
 from sluicegate.streams.quota import QuotaSettings, TenantQuota

@@ -9,11 +9,12 @@ from collections import Counter
 
 import pytest
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result
 from sluicegate.schemas.control import VERSION_HEADER as VERSION
 from sluicegate.schemas.control import RouteSpec
 from sluicegate.schemas.models import InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 from sluicegate.streams.control import publish_cancel, publish_route, read_routes, rollback_route
 

@@ -17,8 +17,9 @@ import pytest
 from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka, SaslSsl, make_certificates
 from sluicegate.ops.stack.process import free_port
 from sluicegate.ops.stack.stack import LocalStack
+from sluicegate.runtime.kafka import KafkaConnectError
 from sluicegate.schemas.models import InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaConnectError, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client, ClientSettings
 from sluicegate.streams.topology import default_topics, ensure_topics
 from sluicegate.workers.backends.triton import TritonBackend

@@ -16,10 +16,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from sluicegate.ops.stack.process import free_port
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.control import RouteSpec
 from sluicegate.schemas.models import InferenceRequest, Status, TelemetryEvent
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 from sluicegate.streams.control import publish_route
 from sluicegate.streams.records import ShadowDiff, WindowRollup, decode_rollup

@@ -12,7 +12,7 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.streams.provision import apply_topics, describe, plan_topics
 from sluicegate.streams.topicspec import TopicFile, TopicSpecError, load_topic_file
 from sluicegate.streams.topology import delete_topics

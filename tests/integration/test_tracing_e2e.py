@@ -41,9 +41,10 @@ from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
 from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.ops.traceview import SpanRecord, load_spans, request_traces
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, decode_telemetry, header
 from sluicegate.schemas.models import InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client, ClientSettings
 from sluicegate.workers.tracing import GRPC_INFER
 

@@ -16,9 +16,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sluicegate.ops.samples import render_page
 from sluicegate.ops.stack.stack import LocalStack
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result
 from sluicegate.schemas.models import ImageInput, InferenceRequest, Status
-from sluicegate.schemas.settings import KafkaSettings, TopicSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 
 from .test_end_to_end import read_all

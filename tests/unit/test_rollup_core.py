@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from sluicegate.runtime.supervise import serve_together, watch
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.models import InferenceResult, Status, TelemetryEvent
 from sluicegate.streams.records import ShadowDiff, WindowRollup
 from sluicegate.streams.rollup_core import RollupCore, with_lag
-from sluicegate.streams.supervise import serve_together, watch
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -11,7 +9,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sluicegate.schemas import tracing
+from sluicegate.runtime import tracing
+from sluicegate.runtime.records import RecordData
 from sluicegate.schemas.codec import header, headers
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status, Timings
@@ -21,16 +20,6 @@ from sluicegate.workers.tracing import WorkerObserver, grpc_client_span
 
 TOPIC = "sg.work.text-embed.cpu"
 SECRET = "the quarterly numbers are confidential"
-
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
 
 
 @pytest.fixture
@@ -110,7 +99,7 @@ def test_worker_observer_builds_one_trace_per_request_and_a_linked_batch(
         request = InferenceRequest(request_id=f"req{i}", model="text-embed", texts=[SECRET])
         with tracing.producer_span(client, TOPIC, request_id=request.request_id):
             hdrs = tracing.inject(headers())
-        rec = Rec(TOPIC, 0, i, request.request_id.encode(), b"", hdrs)
+        rec = RecordData(TOPIC, 0, i, request.request_id.encode(), b"", hdrs)
         admitted = Admitted(
             request=request,
             inputs=ModelInputs(texts=(SECRET,)),
@@ -178,7 +167,7 @@ def test_a_refused_record_gets_a_failed_span_in_its_producers_trace(
     )
     with tracing.producer_span(tracing.get_tracer(provider), TOPIC) as send:
         hdrs = tracing.inject(headers())
-    span = obs.refused(Rec(TOPIC, 2, 9, None, b"\xc1", hdrs), None, "decode_error")
+    span = obs.refused(RecordData(TOPIC, 2, 9, None, b"\xc1", hdrs), None, "decode_error")
     obs.answered(span, None, process_s=0.0)  # a DLQ record only: no result to send
     (refused,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
     assert refused.context.trace_id == send.get_span_context().trace_id
@@ -190,7 +179,7 @@ def test_a_refused_record_gets_a_failed_span_in_its_producers_trace(
 def test_with_tracing_off_the_worker_hooks_are_inert() -> None:
     obs = WorkerObserver(model="text-embed", pool="cpu", topic=TOPIC, budget=1000)
     assert not obs.metrics.enabled
-    rec = Rec(TOPIC, 0, 0, None, b"", headers())
+    rec = RecordData(TOPIC, 0, 0, None, b"", headers())
     admitted = Admitted(
         request=InferenceRequest(request_id="r", model="text-embed", texts=["x"]),
         inputs=ModelInputs(texts=("x",)),

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from sluicegate.inference.io import BatchRunner, ModelInputs, Outputs
+from sluicegate.schemas.errors import ErrorCode
 
 from ..errors import BackendRejected
 
@@ -50,7 +51,7 @@ class InProcessBackend:
         try:
             outputs = await loop.run_in_executor(self._threads[model], runner, list(batch))
         except ValueError as exc:
-            code = getattr(exc, "code", "invalid_input")
+            code = getattr(exc, "code", ErrorCode.INVALID_INPUT)
             raise BackendRejected(f"{code}: {exc}") from exc
         except Exception as exc:
             raise BackendRejected(f"internal: {type(exc).__name__}: {exc}") from exc

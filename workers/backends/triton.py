@@ -20,7 +20,7 @@ import tritonclient.grpc.aio as grpcclient
 from opentelemetry.trace import TracerProvider
 from tritonclient.utils import InferenceServerException
 
-from sluicegate.schemas.tracing import get_tracer
+from sluicegate.runtime.tracing import get_tracer
 
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from ..tracing import grpc_client_span

@@ -10,7 +10,7 @@ Process wiring (providers, exporters, `OTEL_*` variables) lives in
 API, for a hop that consumes one topic and produces another (the ingress
 router adds its span with these two or three lines)::
 
-    from sluicegate.schemas import tracing
+    from sluicegate.runtime import tracing
 
     # once, at start-up, after ops.telemetry.setup() (else it is a NoOpTracer);
     # components take `tracer_provider=None` and pass it here (tests pass an SDK one)
