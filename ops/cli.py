@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -228,12 +230,18 @@ def worker(
     )
     settings = WorkerSettings(model=model, pool=pool)
 
-    backend = make_backend(settings)
+    @contextlib.asynccontextmanager
+    async def worker() -> AsyncIterator[Worker]:
+        backend = make_backend(settings)
+        try:
+            yield Worker(settings=settings, backend=backend)
+        finally:
+            await backend.close()
+
     telemetry = setup(f"sg-worker-{model}")  # from OTEL_*; off unless they say where to send
     try:
-        serve_until_signalled(Worker(settings=settings, backend=backend), ready_file)
+        serve_until_signalled(worker, ready_file)
     finally:
-        asyncio.run(backend.close())
         telemetry.shutdown()
 
 

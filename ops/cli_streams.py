@@ -38,7 +38,7 @@ def router(ready_file: ReadyFile = None) -> None:
     settings = RouterSettings()
     telemetry = start_telemetry("sg-router")  # from OTEL_*; off unless they say where to send
     try:
-        serve_until_signalled(Router(settings=settings), ready_file)
+        serve_until_signalled(lambda: contextlib.nullcontext(Router(settings=settings)), ready_file)
     finally:
         telemetry.shutdown()
 
@@ -48,7 +48,9 @@ def telemetry(ready_file: ReadyFile = None) -> None:
     from sluicegate.streams.telemetry import TelemetryRollups, TelemetrySettings
 
     settings = TelemetrySettings()
-    serve_until_signalled(TelemetryRollups(settings=settings), ready_file)
+    serve_until_signalled(
+        lambda: contextlib.nullcontext(TelemetryRollups(settings=settings)), ready_file
+    )
 
 
 def _control() -> tuple[Any, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from sluicegate.runtime.lifecycle import Service
@@ -12,9 +14,13 @@ from sluicegate.runtime.lifecycle import Service
 __all__ = ["serve_until_signalled"]
 
 
-def serve_until_signalled(service: Service, ready_file: Path | None) -> None:
-    """Run `service` in the foreground until SIGINT/SIGTERM, then drain.
+def serve_until_signalled(
+    make: Callable[[], AbstractAsyncContextManager[Service]], ready_file: Path | None
+) -> None:
+    """Run the service `make()` yields in the foreground until SIGINT/SIGTERM, then drain.
 
+    `make` is entered inside the event loop (aiokafka clients must be built
+    there) and exited after the service stopped (close what it owns there).
     `ready_file` is touched once the service is ready (what `sluicegate up` waits for).
     """
     logging.basicConfig(
@@ -22,12 +28,13 @@ def serve_until_signalled(service: Service, ready_file: Path | None) -> None:
     )
 
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, service.request_stop)
-        async with service:
-            if ready_file is not None:
-                await asyncio.to_thread(ready_file.touch)
-            await service.wait()
+        async with make() as service:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, service.request_stop)
+            async with service:
+                if ready_file is not None:
+                    await asyncio.to_thread(ready_file.touch)
+                await service.wait()
 
     asyncio.run(serve())

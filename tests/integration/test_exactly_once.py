@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
-from sluicegate.workers.delivery import Outgoing
-from sluicegate.workers.transactions import ExactlyOnce, transactional_id
+from sluicegate.workers.output.delivery import Outgoing
+from sluicegate.workers.output.transactions import ExactlyOnce, transactional_id
 
 from .conftest import WorkerFactory
 
@@ -142,7 +142,7 @@ async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(
         start = (await zombie_consumer.committed(tp)) or 0
         rec = FakeRecord(topic=work, partition=0, offset=start)
         assert zombie.accept(rec)
-        await zombie.emit(rec, [Outgoing(topic=topics.results, value=b"from-the-zombie")])
+        await zombie.publish(rec, [Outgoing(topic=topics.results, value=b"from-the-zombie")])
 
         # The partition moves on: the new owner's init_transactions bumps the epoch.
         await owner.assigned(owner_consumer, [tp])
@@ -152,7 +152,7 @@ async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(
         assert not zombie.accept(rec)
 
         assert owner.accept(rec)
-        await owner.emit(rec, [Outgoing(topic=topics.results, value=b"from-the-owner")])
+        await owner.publish(rec, [Outgoing(topic=topics.results, value=b"from-the-owner")])
         await owner.commit(owner_consumer)
         assert owner.transactions == 1
         # The transaction's offset becomes visible once its markers are written

@@ -1,10 +1,10 @@
-"""Turning a worker's answers into records for its `Delivery`.
+"""Publishing a worker's replies through its `Delivery`.
 
-One `emit` per batch (or per single answer: a refusal, an expiry): every
-answer's result, request telemetry and DLQ record go to the delivery
+One `publish` per batch (or per single reply: a refusal, an expiry): every
+reply's result, request telemetry and DLQ record go to the delivery
 together, their acknowledgements awaited together, and the batch's own
-telemetry event rides with the last answer's input (`Delivery.attach`).
-Each record carries its request's (or batch's) trace context.
+telemetry event rides with the last reply's input (`Delivery.attach`).
+Each message carries its request's (or batch's) trace context.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
-from .answers import Answers, Record
+from ..answers import Answers, Record
+from ..tracing import WorkerObserver
 from .delivery import Delivery, Outgoing
-from .tracing import WorkerObserver
 
-__all__ = ["Answer", "Emitter"]
+__all__ = ["Publisher", "Reply"]
 
 
 @dataclass(frozen=True)
-class Answer:
-    """One record's answer: its result (None if no request_id is recoverable) and DLQ record."""
+class Reply:
+    """One input record's reply: its result (None without a recoverable request_id), DLQ record."""
 
     record: Record
     result: InferenceResult | None
@@ -39,8 +39,8 @@ class Answer:
     arrived: float | None = None  # engine clock, seconds
 
 
-class Emitter:
-    """Hands answers to the delivery, which tracks and commits their offsets."""
+class Publisher:
+    """Hands replies to the delivery, which tracks and commits their offsets."""
 
     def __init__(
         self,
@@ -58,12 +58,12 @@ class Emitter:
         self._clock = clock
         self.results_produced = 0
 
-    async def emit(
-        self, answers: list[Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
+    async def publish(
+        self, replies: list[Reply], batch_event: tuple[TelemetryEvent, Span] | None = None
     ) -> None:
-        """Deliver every answer (together), then the batch's telemetry event, if any."""
-        await asyncio.gather(*(self._one(a) for a in answers))
-        if batch_event is not None and answers:
+        """Publish every reply (together), then the batch's telemetry event, if any."""
+        await asyncio.gather(*(self._one(r) for r in replies))
+        if batch_event is not None and replies:
             event, span = batch_event
             message = Outgoing(
                 topic=self._topics.telemetry,
@@ -71,9 +71,9 @@ class Emitter:
                 headers=self._obs.telemetry_headers(span),
                 required=False,
             )
-            await self._delivery.attach(answers[-1].record, message)
+            await self._delivery.attach(replies[-1].record, message)
 
-    async def _one(self, a: Answer) -> None:
+    async def _one(self, a: Reply) -> None:
         out: list[Outgoing] = []
         if a.result is not None:
             topic = a.reply_to or self._topics.results
@@ -91,10 +91,10 @@ class Emitter:
                 )
                 if a.dlq is not None:
                     out.append(self._dead_letter(a.record, a.dlq))
-                await self._delivery.emit(a.record, out)
+                await self._delivery.publish(a.record, out)
         else:
-            assert a.dlq is not None, "an answer without a result is a dead letter"
-            await self._delivery.emit(a.record, [self._dead_letter(a.record, a.dlq)])
+            assert a.dlq is not None, "a reply without a result is a dead letter"
+            await self._delivery.publish(a.record, [self._dead_letter(a.record, a.dlq)])
         process_s = 0.0 if a.arrived is None else self._clock() - a.arrived
         self._obs.answered(a.span, a.result, process_s=process_s)
         if a.result is not None:
