@@ -34,7 +34,7 @@ class BatchDone:
     span: Span  # the batch's span, ended
 
 
-class BatchRunner:
+class BatchStage:
     """Runs batches for one worker; `answers` is replaced once the model version is known."""
 
     def __init__(

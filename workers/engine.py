@@ -39,7 +39,7 @@ from sluicegate.schemas.models import Status
 from .answers import Answers, Record, dead_letter, now_ms
 from .backends.base import InferenceBackend
 from .batcher import Batch
-from .batches import BatchRunner
+from .batches import BatchStage
 from .cancel import CANCELLED_MESSAGE, CancelWatcher
 from .config import WorkerSettings
 from .output import Delivery, Publisher, Reply, default_delivery
@@ -108,7 +108,7 @@ class Worker(Service):
         self._resilient = Resilient(backend=backend, model=settings.model, settings=settings.triton)
         self._delivery = delivery if delivery is not None else default_delivery(settings)
         self._delivery.on_drop(self.forget)
-        self._batches = BatchRunner(
+        self._batches = BatchStage(
             resilient=self._resilient, answers=self._answers, observer=self._obs, clock=clock
         )
         self._publisher = Publisher(
