@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,6 +19,7 @@ from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import KafkaSettings, TopicSettings
 from sluicegate.workers.output.delivery import Outgoing
 from sluicegate.workers.output.transactions import ExactlyOnce, transactional_id
+from tests.fakes import FakeRecord
 
 from .conftest import WorkerFactory
 
@@ -105,16 +105,6 @@ async def test_exactly_once_worker_answers_each_record_once_with_offsets_in_the_
                 await asyncio.sleep(0.5)
     finally:
         await probe.stop()
-
-
-@dataclass
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    value: bytes | None = b""
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(

@@ -10,19 +10,10 @@ from aiokafka import TopicPartition
 
 from sluicegate.schemas.settings import KafkaSettings
 from sluicegate.workers.output.delivery import AtLeastOnce, Outgoing
+from tests.fakes import FakeRecord
 
 TOPIC = "sg.work.text-embed.default"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    value: bytes | None = b""
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def rec(offset: int, tp: TopicPartition = P0) -> FakeRecord:

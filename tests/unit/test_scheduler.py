@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 from aiokafka import TopicPartition
 
@@ -13,6 +11,7 @@ from sluicegate.schemas.models import InferenceRequest
 from sluicegate.workers.admission import Admitted
 from sluicegate.workers.batcher import BatchPolicy
 from sluicegate.workers.scheduler import Backpressure, Job, Scheduler
+from tests.fakes import FakeRecord
 
 TOPIC = "sg.work.text-embed.default"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
@@ -25,16 +24,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    value: bytes | None = b""
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def job(
