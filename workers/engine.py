@@ -118,9 +118,8 @@ class Worker(Service):
             observer=self._obs,
             clock=clock,
         )
-        self._cancels: Cancels = cancels or CancelWatcher(
-            kafka=settings.kafka, topic=settings.topics.control
-        )
+        control = settings.topics.control
+        self._cancels = cancels or CancelWatcher(kafka=settings.kafka, topic=control)
         self._task_group: asyncio.TaskGroup | None = None  # while serving
         self._tasks: set[asyncio.Task[None]] = set()  # its tasks not yet done
         self._progress = asyncio.Event()  # set when a batch finishes
@@ -176,13 +175,18 @@ class Worker(Service):
             )
             # Every admission, batch and publish runs in this group: none outlives
             # the worker, and a cancelled worker cancels them all.
-            async with asyncio.TaskGroup() as self._task_group:
-                try:
-                    while not stop.is_set() and self._fatal is None:
-                        await self._poll_once(consumer)
-                    await self._drain(consumer)
-                finally:
-                    self._scheduler.drain()  # cancelled tasks start nothing new
+            try:
+                async with asyncio.TaskGroup() as self._task_group:
+                    try:
+                        while not stop.is_set() and self._fatal is None:
+                            await self._poll_once(consumer)
+                        await self._drain(consumer)
+                    finally:
+                        self._scheduler.drain()  # cancelled tasks start nothing new
+            except BaseExceptionGroup as failed:
+                # Tasks end only done or cancelled (`_fail_worker_on_error`), so
+                # the one error is the loop's own: raise it as it was raised.
+                raise failed.exceptions[0] from None
         finally:
             self._task_group = None
             try:
@@ -334,7 +338,7 @@ class Worker(Service):
         if dropped := self._scheduler.forget(partitions):
             log.info("rebalance: handed %d queued request(s) back to the group", len(dropped))
 
-    # -- batches ----------------------------------------------------------
+    # -- batches and replies ----------------------------------------------
 
     async def _run_batch(self, batch: Batch[Job]) -> None:
         try:
@@ -345,8 +349,6 @@ class Worker(Service):
             self._dispatch()
         # One task per batch: results produced together, acks awaited together.
         self._spawn(self._publisher.publish(done.replies, (done.event, done.span)))
-
-    # -- replies ----------------------------------------------------------
 
     def _refuse_undecodable(self, rec: Record, exc: WireError) -> None:
         rid = recover_request_id(rec.value, rec.key)

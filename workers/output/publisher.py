@@ -73,31 +73,31 @@ class Publisher:
             )
             await self._delivery.attach(replies[-1].record, message)
 
-    async def _one(self, a: Reply) -> None:
+    async def _one(self, reply: Reply) -> None:
         out: list[Outgoing] = []
-        if a.result is not None:
-            topic = a.reply_to or self._topics.results
-            with self._obs.result_send(a.span, topic, a.result) as hdrs:
-                key = a.result.request_id.encode()
-                out.append(Outgoing(topic=topic, value=encode(a.result), key=key, headers=hdrs))
+        if reply.result is not None:
+            topic = reply.reply_to or self._topics.results
+            with self._obs.result_send(reply.span, topic, reply.result) as hdrs:
+                key = reply.result.request_id.encode()
+                out.append(Outgoing(topic=topic, value=encode(reply.result), key=key, headers=hdrs))
                 # Request telemetry: best effort at least once, in the transaction otherwise.
                 out.append(
                     Outgoing(
                         topic=self._topics.telemetry,
-                        value=encode(self.answers.request_event(a.result)),
-                        headers=self._obs.telemetry_headers(a.span),
+                        value=encode(self.answers.request_event(reply.result)),
+                        headers=self._obs.telemetry_headers(reply.span),
                         required=False,
                     )
                 )
-                if a.dlq is not None:
-                    out.append(self._dead_letter(a.record, a.dlq))
-                await self._delivery.publish(a.record, out)
+                if reply.dlq is not None:
+                    out.append(self._dead_letter(reply.record, reply.dlq))
+                await self._delivery.publish(reply.record, out)
         else:
-            assert a.dlq is not None, "a reply without a result is a dead letter"
-            await self._delivery.publish(a.record, [self._dead_letter(a.record, a.dlq)])
-        process_s = 0.0 if a.arrived is None else self._clock() - a.arrived
-        self._obs.answered(a.span, a.result, process_s=process_s)
-        if a.result is not None:
+            assert reply.dlq is not None, "a reply without a result is a dead letter"
+            await self._delivery.publish(reply.record, [self._dead_letter(reply.record, reply.dlq)])
+        process_s = 0.0 if reply.arrived is None else self._clock() - reply.arrived
+        self._obs.answered(reply.span, reply.result, process_s=process_s)
+        if reply.result is not None:
             self.results_produced += 1
 
     def _dead_letter(self, rec: Record, dlq: DeadLetter) -> Outgoing:
