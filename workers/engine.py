@@ -7,12 +7,12 @@ record becomes exactly one `InferenceResult`: ok, error, expired or
 rejected. Batches may finish in any order; the delivery decides when an
 input offset counts as done and commits it.
 
-Stages run as a pipeline: fetch -> admit (decode, validate, price; a thread
-pool) -> the scheduler (`workers.scheduler`: the batcher, in-flight limits,
-backpressure) -> `max_in_flight_batches` batches at the backend
-(`workers.resilience`: retries, breaker, bisection) -> replies published
-through the delivery per batch (`workers.output.publisher`). This module is
-the loop and its I/O only: every decision is the scheduler's.
+Stages run as a pipeline: fetch -> admit (`workers.prep`: a thread pool) ->
+the scheduler (`workers.scheduler`: batcher, in-flight limits, backpressure)
+-> `max_in_flight_batches` batches at the backend (`workers.batches`, through
+`workers.resilience`: retries, breaker, bisection) -> replies published per
+batch (`workers.output.publisher`) -> commits. This module is the loop and
+its I/O only: what to run, answer, pause or drop is the scheduler's call.
 """
 
 from __future__ import annotations
