@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.models import InferenceRequest, Status
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
-from sluicegate.workers.delivery import Outgoing
-from sluicegate.workers.transactions import ExactlyOnce, transactional_id
+from sluicegate.workers.output.delivery import Outgoing
+from sluicegate.workers.output.transactions import ExactlyOnce, transactional_id
+from tests.fakes import FakeRecord
 
 from .conftest import WorkerFactory
 
@@ -108,16 +108,6 @@ async def test_exactly_once_worker_answers_each_record_once_with_offsets_in_the_
         await probe.stop()
 
 
-@dataclass
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    value: bytes | None = b""
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
 async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(
     kafka: KafkaSettings, topics: TopicSettings
 ) -> None:
@@ -143,7 +133,7 @@ async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(
         start = (await zombie_consumer.committed(tp)) or 0
         rec = FakeRecord(topic=work, partition=0, offset=start)
         assert zombie.accept(rec)
-        await zombie.emit(rec, [Outgoing(topic=topics.results, value=b"from-the-zombie")])
+        await zombie.publish(rec, [Outgoing(topic=topics.results, value=b"from-the-zombie")])
 
         # The partition moves on: the new owner's init_transactions bumps the epoch.
         await owner.assigned(owner_consumer, [tp])
@@ -153,7 +143,7 @@ async def test_a_zombie_is_fenced_by_the_per_partition_transactional_id(
         assert not zombie.accept(rec)
 
         assert owner.accept(rec)
-        await owner.emit(rec, [Outgoing(topic=topics.results, value=b"from-the-owner")])
+        await owner.publish(rec, [Outgoing(topic=topics.results, value=b"from-the-owner")])
         await owner.commit(owner_consumer)
         assert owner.transactions == 1
         # The transaction's offset becomes visible once its markers are written

@@ -1,4 +1,4 @@
-from sluicegate.workers.offsets import OffsetTracker
+from sluicegate.workers.output.offsets import OffsetTracker
 
 
 def test_commit_advances_only_to_the_lowest_unfinished_offset() -> None:

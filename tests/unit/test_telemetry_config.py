@@ -9,7 +9,7 @@ import pytest
 
 from sluicegate.ops.telemetry import TelemetryConfigError, plan
 from sluicegate.ops.traceview import load_spans, render, request_traces
-from sluicegate.workers.offsets import OffsetTracker
+from sluicegate.workers.output.offsets import OffsetTracker
 
 
 def test_nothing_configured_means_tracing_and_metrics_off() -> None:

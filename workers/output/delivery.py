@@ -12,21 +12,22 @@ Two implementations behind one interface, chosen by `WorkerSettings.delivery`:
   partition; results, telemetry, DLQ records and the input offsets go out in
   one transaction, so a `read_committed` reader sees each result once.
 
-The engine calls, in this order for each record: `accept` (on read; False
-means "drop it, it is not ours to answer now"), then exactly one `emit` with
-every record the input produces; `commit` from the poll loop; `assigned` /
-`revoked` from the rebalance listener; `stop` once at the end.
+The engine calls `on_drop` once before `start`; then, in this order for each
+record: `accept` (on read; False means "drop it, it is not ours to answer
+now"), then exactly one `publish` with every message the input produces (the
+`Publisher` in `.publisher` makes those calls); `commit` from the poll loop;
+`assigned` / `revoked` from the rebalance listener; `stop` once at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
@@ -64,8 +65,16 @@ class Delivery(Protocol):
         """Start tracking `rec`; False if it must be dropped unanswered (not ours now)."""
         ...
 
-    async def emit(self, rec: Record, messages: Sequence[Outgoing]) -> None:
-        """Everything `rec` produces. Called at most once per accepted record."""
+    def on_drop(self, callback: Callable[[list[TopicPartition]], None]) -> None:
+        """`callback(partitions)` whenever this drops partitions' state outside a rebalance.
+
+        Called once by the engine, before `start`; the engine then forgets the
+        partitions' queued requests too.
+        """
+        ...
+
+    async def publish(self, rec: Record, messages: Sequence[Outgoing]) -> None:
+        """Every message `rec` produces. Called at most once per accepted record."""
         ...
 
     async def attach(self, anchor: Record, message: Outgoing) -> None:
@@ -102,11 +111,30 @@ def tp_of(rec: Record) -> TopicPartition:
     return TopicPartition(rec.topic, rec.partition)
 
 
+class Producer(Protocol):
+    """The part of `AIOKafkaProducer` at-least-once delivery uses (a seam for tests)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> asyncio.Future[Any]:
+        """Enqueue one message; the returned future resolves on its acknowledgement."""
+        ...
+
+
 class AtLeastOnce:
     """Idempotent producer, acknowledged-then-committed offsets (see module docstring)."""
 
-    def __init__(self, *, kafka: KafkaSettings) -> None:
-        self._producer = idempotent_producer(kafka, linger_ms=2)
+    def __init__(self, *, kafka: KafkaSettings, producer: Producer | None = None) -> None:
+        self._producer: Producer = producer or idempotent_producer(kafka, linger_ms=2)
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._kafka = kafka
 
@@ -120,11 +148,14 @@ class AtLeastOnce:
     async def stop(self, consumer: AIOKafkaConsumer) -> None:
         await self._producer.stop()
 
+    def on_drop(self, callback: Callable[[list[TopicPartition]], None]) -> None:
+        return None  # never drops a partition by itself
+
     def accept(self, rec: Record) -> bool:
         self._offsets.track(tp_of(rec), rec.offset)
         return True
 
-    async def emit(self, rec: Record, messages: Sequence[Outgoing]) -> None:
+    async def publish(self, rec: Record, messages: Sequence[Outgoing]) -> None:
         acks = [await self._send(m) for m in messages if m.required]
         await asyncio.gather(*acks)
         self._offsets.done(tp_of(rec), rec.offset)
@@ -135,11 +166,8 @@ class AtLeastOnce:
     async def attach(self, anchor: Record, message: Outgoing) -> None:
         await self._send(message)
 
-    async def _send(self, m: Outgoing) -> asyncio.Future[object]:
-        fut: asyncio.Future[object] = await self._producer.send(
-            m.topic, m.value, key=m.key, headers=m.headers
-        )
-        return fut
+    async def _send(self, m: Outgoing) -> asyncio.Future[Any]:
+        return await self._producer.send(m.topic, m.value, key=m.key, headers=m.headers)
 
     def lag(self, highwater: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
         return self._offsets.lag(highwater)

@@ -74,9 +74,10 @@ class _Partition:
 class ExactlyOnce:
     """Transactional output per input partition (see module docstring).
 
-    `on_drop(partitions)` is called whenever this object drops a partition's
-    state outside a rebalance (fenced, or rewound after an indefinite error),
-    so the engine can forget the partition's queued requests too.
+    The `on_drop` callback (the constructor's, or the engine's through
+    `on_drop()`) is called whenever this object drops a partition's state
+    outside a rebalance (fenced, or rewound after an indefinite error), so the
+    engine can forget the partition's queued requests too.
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class ExactlyOnce:
         *,
         kafka: KafkaSettings,
         group: str,
-        on_drop: Callable[[list[TopicPartition]], None],
+        on_drop: Callable[[list[TopicPartition]], None] = lambda _: None,
         transaction_timeout_ms: int = 60_000,
     ) -> None:
         self._kafka = kafka
@@ -104,6 +105,9 @@ class ExactlyOnce:
         await self.revoked(consumer, list(self._parts))
         self._reopen.clear()
 
+    def on_drop(self, callback: Callable[[list[TopicPartition]], None]) -> None:
+        self._on_drop = callback
+
     # -- records ------------------------------------------------------------
 
     def accept(self, rec: Record) -> bool:
@@ -122,7 +126,7 @@ class ExactlyOnce:
             if high is not None and tp in self._parts
         }
 
-    async def emit(self, rec: Record, messages: Sequence[Outgoing]) -> None:
+    async def publish(self, rec: Record, messages: Sequence[Outgoing]) -> None:
         part = self._parts.get(tp_of(rec))
         if part is None or rec.offset not in part.pending:
             return  # the partition was dropped or rewound since: its new reader answers

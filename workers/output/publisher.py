@@ -1,10 +1,10 @@
-"""Turning a worker's answers into records for its `Delivery`.
+"""Publishing a worker's replies through its `Delivery`.
 
-One `emit` per batch (or per single answer: a refusal, an expiry): every
-answer's result, request telemetry and DLQ record go to the delivery
+One `publish` per batch (or per single reply: a refusal, an expiry): every
+reply's result, request telemetry and DLQ record go to the delivery
 together, their acknowledgements awaited together, and the batch's own
-telemetry event rides with the last answer's input (`Delivery.attach`).
-Each record carries its request's (or batch's) trace context.
+telemetry event rides with the last reply's input (`Delivery.attach`).
+Each message carries its request's (or batch's) trace context.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
-from .answers import Answers
+from ..answers import Answers
+from ..tracing import WorkerObserver
 from .delivery import Delivery, Outgoing
-from .tracing import WorkerObserver
 
-__all__ = ["Answer", "Emitter"]
+__all__ = ["Publisher", "Reply"]
 
 
 @dataclass(frozen=True)
-class Answer:
-    """One record's answer: its result (None if no request_id is recoverable) and DLQ record."""
+class Reply:
+    """One input record's reply: its result (None without a recoverable request_id), DLQ record."""
 
     record: Record
     result: InferenceResult | None
@@ -40,8 +40,8 @@ class Answer:
     arrived: float | None = None  # engine clock, seconds
 
 
-class Emitter:
-    """Hands answers to the delivery, which tracks and commits their offsets."""
+class Publisher:
+    """Hands replies to the delivery, which tracks and commits their offsets."""
 
     def __init__(
         self,
@@ -59,12 +59,12 @@ class Emitter:
         self._clock = clock
         self.results_produced = 0
 
-    async def emit(
-        self, answers: list[Answer], batch_event: tuple[TelemetryEvent, Span] | None = None
+    async def publish(
+        self, replies: list[Reply], batch_event: tuple[TelemetryEvent, Span] | None = None
     ) -> None:
-        """Deliver every answer (together), then the batch's telemetry event, if any."""
-        await asyncio.gather(*(self._one(a) for a in answers))
-        if batch_event is not None and answers:
+        """Publish every reply (together), then the batch's telemetry event, if any."""
+        await asyncio.gather(*(self._one(r) for r in replies))
+        if batch_event is not None and replies:
             event, span = batch_event
             message = Outgoing(
                 topic=self._topics.telemetry,
@@ -72,33 +72,33 @@ class Emitter:
                 headers=self._obs.telemetry_headers(span),
                 required=False,
             )
-            await self._delivery.attach(answers[-1].record, message)
+            await self._delivery.attach(replies[-1].record, message)
 
-    async def _one(self, a: Answer) -> None:
+    async def _one(self, reply: Reply) -> None:
         out: list[Outgoing] = []
-        if a.result is not None:
-            topic = a.reply_to or self._topics.results
-            with self._obs.result_send(a.span, topic, a.result) as hdrs:
-                key = a.result.request_id.encode()
-                out.append(Outgoing(topic=topic, value=encode(a.result), key=key, headers=hdrs))
+        if reply.result is not None:
+            topic = reply.reply_to or self._topics.results
+            with self._obs.result_send(reply.span, topic, reply.result) as hdrs:
+                key = reply.result.request_id.encode()
+                out.append(Outgoing(topic=topic, value=encode(reply.result), key=key, headers=hdrs))
                 # Request telemetry: best effort at least once, in the transaction otherwise.
                 out.append(
                     Outgoing(
                         topic=self._topics.telemetry,
-                        value=encode(self.answers.request_event(a.result)),
-                        headers=self._obs.telemetry_headers(a.span),
+                        value=encode(self.answers.request_event(reply.result)),
+                        headers=self._obs.telemetry_headers(reply.span),
                         required=False,
                     )
                 )
-                if a.dlq is not None:
-                    out.append(self._dead_letter(a.record, a.dlq))
-                await self._delivery.emit(a.record, out)
+                if reply.dlq is not None:
+                    out.append(self._dead_letter(reply.record, reply.dlq))
+                await self._delivery.publish(reply.record, out)
         else:
-            assert a.dlq is not None, "an answer without a result is a dead letter"
-            await self._delivery.emit(a.record, [self._dead_letter(a.record, a.dlq)])
-        process_s = 0.0 if a.arrived is None else self._clock() - a.arrived
-        self._obs.answered(a.span, a.result, process_s=process_s)
-        if a.result is not None:
+            assert reply.dlq is not None, "a reply without a result is a dead letter"
+            await self._delivery.publish(reply.record, [self._dead_letter(reply.record, reply.dlq)])
+        process_s = 0.0 if reply.arrived is None else self._clock() - reply.arrived
+        self._obs.answered(reply.span, reply.result, process_s=process_s)
+        if reply.result is not None:
             self.results_produced += 1
 
     def _dead_letter(self, rec: Record, dlq: DeadLetter) -> Outgoing:
