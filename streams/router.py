@@ -2,7 +2,7 @@
 
 A plain aiokafka loop (one consumer in group `sg.router`, one idempotent
 producer): faust agents were reported >= 10x slower than a plain loop on
-this hop, and `sluicegate bench-router` measures the loop against a bare
+this hop, and `sluicegate bench router` measures the loop against a bare
 relay. For each record: decode and validate (shared codec), mask PII, check
 and price against the model, then in order: cancelled? cached? over the
 tenant's quota? and finally route (pool, precision, version, shadow copy).

@@ -31,10 +31,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from sluicegate.runtime.lifecycle import Service
-from sluicegate.schemas.codec import recover_request_id
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
+from sluicegate.schemas.codec import recover_request_id
 from sluicegate.schemas.errors import ErrorCode, WireError
 from sluicegate.schemas.models import Status
 

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from sluicegate.schemas.catalog import lookup
 from sluicegate.runtime.records import Record
+from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.errors import WireError

@@ -1,4 +1,4 @@
-"""A delay knob for the chaos harness only (`sluicegate chaos --scenario slow-triton`).
+"""A delay knob for the chaos harness only (`sluicegate chaos run --scenario slow-triton`).
 
 Active only when Triton was started with ``SLUICEGATE_CHAOS_DELAY_FILE`` in its
 environment, which only ``ops/chaos`` does: each ``execute`` then sleeps for

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from sluicegate.schemas.settings import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.workers.output.delivery import AtLeastOnce, Outgoing
 from tests.fakes import FakeRecord
 

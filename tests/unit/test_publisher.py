@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from opentelemetry.trace import INVALID_SPAN
 
+from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_result, decode_telemetry
 from sluicegate.schemas.models import InferenceRequest, Status
-from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
 from sluicegate.workers.answers import Answers, dead_letter
 from sluicegate.workers.output import AtLeastOnce, Publisher, Reply
