@@ -1,11 +1,9 @@
 """The worker engine: Kafka work topic in, batches to a backend, results out.
 
-One consumer (a member of the pool's group) and a `Delivery` (the output
-side, `workers.output`): at-least-once with one idempotent producer, or
-exactly-once with one transactional producer per input partition. Each
-record becomes exactly one `InferenceResult`: ok, error, expired or
-rejected. Batches may finish in any order; the delivery decides when an
-input offset counts as done and commits it.
+One consumer (a member of the pool's group) and a `Delivery` (`workers.output`:
+at-least-once, or exactly-once with a transactional producer per input
+partition). Each record becomes exactly one `InferenceResult`; batches finish
+in any order and the delivery decides when an input offset is done.
 
 Stages run as a pipeline: fetch -> admit (`workers.prep`: a thread pool) ->
 the scheduler (`workers.scheduler`: batcher, in-flight limits, backpressure)
