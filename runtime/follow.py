@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from . import kafka
 from .kafka import KafkaSettings, MissingTopicError
@@ -153,7 +154,15 @@ class Follower:
             await self._poll(consumer)
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
-        batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+        try:
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            # A broker restarting or a leader moving: the client reconnects by itself.
+            log.info("%s: %r while following %s; retrying", self._name, exc, self.topic)
+            await asyncio.sleep(0.5)
+            return
         for records in batches.values():
             for rec in records:
                 self.seen += 1
