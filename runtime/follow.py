@@ -141,7 +141,7 @@ class Follower:
 
     def _died(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("%s stopped following %s: %r", self._name, self.topic, exc)
+            log.error("%s stopped following %s: %r", self._name, self.topic, exc, exc_info=exc)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         if not consumer.assignment():  # start(required=False) did not find the topic

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 
@@ -157,6 +158,7 @@ async def wait_for_partitions(
 ) -> list[TopicPartition]:
     """The partitions of `topic`, looking again every `interval_s` until it exists.
 
+    A retriable Kafka error (a broker restarting) counts as "not there yet".
     Raises `TimeoutError` if it does not appear within `timeout` seconds
     (`None`: keep looking until cancelled).
     """
@@ -165,8 +167,12 @@ async def wait_for_partitions(
     try:
         async with asyncio.timeout(timeout):
             while True:
-                if parts := await partitions_of(admin, topic):
-                    return parts
+                try:
+                    if parts := await partitions_of(admin, topic):
+                        return parts
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
                 await asyncio.sleep(interval_s)
     finally:
         await admin.close()

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
-from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, admin_client
 
 from .topicspec import ClusterTopic, Desired, Plan, plan
 
@@ -76,7 +76,7 @@ def _raise_for(code: int, topic: str, message: str | None) -> None:
 
 async def plan_topics(kafka: KafkaSettings, desired: list[Desired]) -> Plan:
     """What `apply_topics` would do now (the dry run); changes nothing."""
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    admin = admin_client(kafka)
     await admin.start()
     try:
         cluster, brokers = await describe(admin, [d.name for d in desired])
@@ -92,7 +92,7 @@ async def apply_topics(kafka: KafkaSettings, desired: list[Desired]) -> Plan:
     :class:`ProvisionError` when the broker refuses a change. Changes made
     before a failure stay made; rerunning finishes the rest.
     """
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    admin = admin_client(kafka)
     await admin.start()
     try:
         cluster, brokers = await describe(admin, [d.name for d in desired])

@@ -37,6 +37,7 @@ from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
+from sluicegate.runtime.kafka import consumer as kafka_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.supervise import serve_together, watch
 from sluicegate.schemas.codec import WireLimits
@@ -99,7 +100,6 @@ class Router(Service):
 
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
-        kafka = s.kafka.client_kwargs()
         executor = ThreadPoolExecutor(s.router_threads, thread_name_prefix="sg-router")
         loop = asyncio.get_running_loop()
         self._counter = await loop.run_in_executor(executor, TokenCounter)
@@ -122,12 +122,11 @@ class Router(Service):
                 )
             )
         producer = idempotent_producer(s.kafka, linger_ms=2)
-        consumer = AIOKafkaConsumer(
+        consumer = kafka_consumer(
+            s.kafka,
             group_id=s.router_group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=s.kafka.max_request_size,
-            **kafka,
         )
         await self._control.start()
         try:

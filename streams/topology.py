@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, admin_client
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.settings import TopicSettings
 
@@ -48,7 +48,7 @@ async def ensure_topics(
     is left as it is (its configuration is not checked).
     """
     compact = set(compacted)
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    admin = admin_client(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -76,7 +76,7 @@ async def ensure_topics(
 
 
 async def delete_topics(kafka: KafkaSettings, names: Iterable[str]) -> None:
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    admin = admin_client(kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -30,6 +30,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.kafka import read_committed_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import recover_request_id
@@ -140,7 +141,6 @@ class Worker(Service):
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         self._on_ready = ready.set
         s = self._settings
-        kafka = s.kafka.client_kwargs()
         await self._prep.start()
         version = await self._backend.model_version(s.model)
         self._answers = replace(self._answers, model_version=version)
@@ -150,15 +150,13 @@ class Worker(Service):
         except BaseException:
             self._prep.stop()
             raise
-        consumer = AIOKafkaConsumer(
+        consumer = read_committed_consumer(
+            s.kafka,
             group_id=s.group(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_partition_fetch_bytes=s.kafka.max_request_size,
             fetch_max_bytes=4 * s.kafka.max_request_size,
             max_poll_interval_ms=s.max_poll_interval_ms,
-            **kafka,
         )
         await self._cancels.start()
         try:
