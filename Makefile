@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Go validators built by the `tools` target (see the end of this file).
 TOOLS := .cache/bin/composecheck .cache/bin/k8scheck
+# The clients the documentation's examples use (tests/integration/test_docs.py runs them).
+DOC_CLIENTS := .cache/bin/kcat .cache/node/.installed
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +29,7 @@ venv: $(STAMP) ## Create .venv with everything installed (idempotent)
 demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + workers)
 	$(BIN)/sluicegate demo
 
-test: $(STAMP) $(TOOLS) ## Run unit and integration tests (starts a real Kafka and Triton)
+test: $(STAMP) $(TOOLS) $(DOC_CLIENTS) ## Run unit and integration tests (starts a real Kafka and Triton)
 	$(BIN)/python -m pytest -m "not chaos and not fuzz_long"
 
 chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (long)
@@ -67,7 +69,7 @@ distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
 .PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing \
-	tools export-venv models-variants models-eval chaos fuzz
+	tools export-venv models-variants models-eval chaos fuzz doc-clients
 
 EXPORT_VENV := .cache/export-venv
 EXPORT_STAMP := $(EXPORT_VENV)/.installed
@@ -99,3 +101,23 @@ GO_TIMEOUT ?= 900
 	cd ops/tools/$* && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -o $(CURDIR)/$@ .
 
 tools: $(TOOLS) ## Build the Go validators (compose, Kubernetes) into .cache/bin
+
+# kcat: Debian's packages downloaded and unpacked into .cache/kcat (no root, nothing
+# installed system-wide; ~0.7 MB), run through a wrapper that points at their libraries.
+.cache/bin/kcat: ops/tools/kcat.sh
+	@command -v apt-get >/dev/null || { echo "kcat is fetched with apt-get download (Debian/Ubuntu); elsewhere install kcat and link it to $@"; exit 1; }
+	rm -rf .cache/kcat .cache/debs && mkdir -p .cache/kcat .cache/debs .cache/bin
+	cd .cache/debs && apt-get download kcat librdkafka1 libyajl2 || { echo "apt-get download failed: run apt-get update first"; exit 1; }
+	for deb in .cache/debs/*.deb; do dpkg-deb -x $$deb .cache/kcat; done
+	install -m 755 ops/tools/kcat.sh $@
+	$@ -V >/dev/null
+
+# Node.js packages of the docs' examples (kafkajs, @msgpack/msgpack), pinned by the lock file.
+.cache/node/.installed: ops/clients/package.json ops/clients/package-lock.json
+	@command -v npm >/dev/null || { echo "Node.js 18+ and npm are needed for the docs' examples (Debian: apt-get install nodejs npm)"; exit 1; }
+	mkdir -p .cache/node
+	cp ops/clients/package.json ops/clients/package-lock.json .cache/node/
+	cd .cache/node && npm ci --no-audit --no-fund --cache $(CURDIR)/.cache/npm >/dev/null
+	touch $@
+
+doc-clients: $(DOC_CLIENTS) ## kcat and the Node.js packages the docs' examples use (into .cache/)

@@ -4,31 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult
+from sluicegate.schemas.models import ImageInput, InferenceRequest
 
 from .cli_common import console, fail, start_telemetry
 from .cli_route import control_topic
 from .stack.stack import LocalStack, StackSettings
+
+if TYPE_CHECKING:
+    from sluicegate.streams.client import ClientSettings
 
 client_app = typer.Typer()
 
 
 @client_app.command()
 def submit(
-    model: Annotated[str, typer.Option(help="text-embed, ocr or doc-match.")],
+    model: Annotated[
+        str | None, typer.Option(help="text-embed, ocr or doc-match (not with --requests).")
+    ] = None,
     image: Annotated[list[Path] | None, typer.Option(help="Image file (repeatable).")] = None,
     text: Annotated[list[str] | None, typer.Option(help="Text input (repeatable).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result and print it.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print one compact JSON document per line: each result with --wait, else "
+            '{"request_id", "status": "sent", "topic"} per request sent.',
+        ),
+    ] = False,
+    requests: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON Lines file of InferenceRequest documents ('-': stdin), sent with at most "
+            "--max-in-flight unanswered; with --wait the results print as they arrive."
+        ),
+    ] = None,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="With --requests.")] = 64,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 120.0,
     request_id: Annotated[str | None, typer.Option(help="Default: a random id.")] = None,
     priority: Annotated[int, typer.Option(min=0, max=9)] = 0,
@@ -39,9 +60,43 @@ def submit(
         bool, typer.Option(help="Send images as file:// + sha256 instead of inline.")
     ] = False,
 ) -> None:
-    """Produce one request to Kafka (and with --wait, print its result)."""
-    from sluicegate.streams.client import Client, ClientSettings, ResultTimeout
+    """Produce requests to Kafka (and with --wait, print their results).
 
+    Exit status with --wait: 0 when every result is `ok`, 2 when any is not.
+    """
+    from sluicegate.streams.client import ClientSettings, ResultTimeout
+
+    if requests is not None:
+        if model is not None or image or text or request_id is not None:
+            raise fail("--requests reads whole requests; leave out --model/--image/--text")
+        batch = _read_requests(requests)
+    elif model is None:
+        raise fail("name a --model (text-embed, ocr, doc-match), or give --requests FILE")
+    else:
+        batch = [_one_request(model, image, text, request_id, priority, deadline_s, by_reference)]
+    telemetry = start_telemetry("sg-client")  # from OTEL_*; off unless they say where to send
+    try:
+        settings = ClientSettings()
+        answers = asyncio.run(_send(settings, batch, wait, timeout, max_in_flight, as_json))
+    except ResultTimeout as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        telemetry.shutdown()
+    if wait and any(status != "ok" for status in answers):
+        raise typer.Exit(code=2)
+
+
+def _one_request(
+    model: str,
+    image: list[Path] | None,
+    text: list[str] | None,
+    request_id: str | None,
+    priority: int,
+    deadline_s: float | None,
+    by_reference: bool,
+) -> InferenceRequest:
     images = []
     for path in image or []:
         if not path.is_file():
@@ -53,7 +108,7 @@ def submit(
             images.append(ImageInput.inline(path.read_bytes(), mime))  # type: ignore[arg-type]
     deadline = None if deadline_s is None else time.time_ns() // 1_000_000 + int(deadline_s * 1000)
     try:
-        request = InferenceRequest(
+        return InferenceRequest(
             request_id=request_id or uuid.uuid4().hex,
             model=model,
             texts=list(text or []),
@@ -64,29 +119,61 @@ def submit(
     except ValueError as exc:
         raise fail(str(exc)) from None
 
-    async def go() -> InferenceResult | None:
-        async with Client(settings=ClientSettings()) as client:
-            if not wait:
-                await client.send(request)
-                return None
-            return await client.submit(request, timeout=timeout)
 
-    telemetry = start_telemetry("sg-client")  # from OTEL_*; off unless they say where to send
+def _read_requests(path: Path) -> list[InferenceRequest]:
+    """Every line of a JSON Lines file as a request; a bad line exits naming its number."""
     try:
-        result = asyncio.run(go())
-    except ResultTimeout as exc:
-        raise fail(str(exc)) from None
-    finally:
-        telemetry.shutdown()
-    if result is None:
-        console.print(f"sent {request.request_id}")
-        return
-    if as_json:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
-    else:
-        Console().print(result.model_dump(mode="json"))
-    if result.status.value != "ok":
-        raise typer.Exit(code=2)
+        lines = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc}") from None
+    out = []
+    for number, line in enumerate(lines.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(InferenceRequest.model_validate_json(line))
+        except ValueError as exc:
+            raise fail(f"{path}:{number}: not an InferenceRequest: {exc}") from None
+    if not out:
+        raise fail(f"{path} holds no requests (one JSON document per line)")
+    return out
+
+
+async def _send(
+    settings: ClientSettings,
+    batch: list[InferenceRequest],
+    wait: bool,
+    timeout: float,
+    max_in_flight: int,
+    as_json: bool,
+) -> list[str]:
+    """Send `batch` and print as they happen; returns the statuses printed."""
+    from sluicegate.streams.client import Client
+
+    statuses = []
+    async with Client(settings=settings) as client:
+        if not wait:
+            for request in batch:
+                sent = await client.send(request)
+                topic = client.topic_for(sent)
+                if as_json:
+                    _line({"request_id": sent.request_id, "status": "sent", "topic": topic})
+                else:
+                    console.print(f"sent {sent.request_id} to {topic}")
+            return ["sent"] * len(batch)
+        async for result in client.stream(batch, max_in_flight=max_in_flight, timeout=timeout):
+            statuses.append(result.status.value)
+            if as_json:
+                sys.stdout.write(result.model_dump_json(exclude_none=True) + "\n")
+                sys.stdout.flush()
+            else:
+                Console().print(result.model_dump(mode="json", exclude_none=True))
+    return statuses
+
+
+def _line(document: dict[str, str]) -> None:
+    sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
 
 
 @client_app.command()

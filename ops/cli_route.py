@@ -21,9 +21,10 @@ route_app = typer.Typer(
 
 
 def control_topic() -> tuple[Any, str]:
-    from sluicegate.streams.router import RouterSettings
+    """The brokers and control topic a client command uses (they follow the local stack)."""
+    from sluicegate.streams.client import ClientSettings
 
-    s = RouterSettings()
+    s = ClientSettings()
     return s.kafka, s.topics.control
 
 

@@ -1,35 +1,49 @@
-"""The client SDK: produce requests, await their results.
+"""The asyncio client SDK: produce requests, await their results.
 
     async with Client() as client:
         result = await client.submit(InferenceRequest(request_id=..., model="ocr", ...))
+        async for result in client.stream(requests, max_in_flight=64):
+            ...                                   # in the order they complete
+        await client.cancel(request_id)
+
+Code without asyncio uses the synchronous facade `sluicegate.Client`
+(`streams/sync_client.py`), which runs this one on a background loop.
 
 Results are correlated by `request_id` on the client's reply topic
 (`sg.results` unless configured). The client reads that topic from its end
 at start-up, without a consumer group, so several clients can share it.
+The brokers: `SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS`, else the local stack's
+(`SLUICEGATE_KAFKA_PORT`, `<state dir>/stack.json`: `runtime/stackfile.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from opentelemetry.trace import TracerProvider
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime import tracing
+from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.kafka import (
     KafkaSettings,
     idempotent_producer,
     read_committed_consumer,
     wait_for_partitions,
 )
+from sluicegate.runtime.stackfile import follow_stack
 from sluicegate.schemas.codec import decode_result, encode, headers
+from sluicegate.schemas.control import Cancel
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult
 from sluicegate.schemas.settings import TopicSettings
@@ -51,12 +65,35 @@ class ClientSettings(BaseSettings):
     # cache). False: route here with the same `route()` and write straight to
     # the work topic, skipping everything the router adds.
     via_router: bool = True
-    # Seconds `submit` waits for a result.
+    # Seconds `submit` (and `stream`, per request) waits for a result.
     timeout_s: float = 120.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _follow_stack(cls, data: Any) -> Any:
+        return follow_stack(data)
 
 
 class ResultTimeout(TimeoutError):
     """No result arrived in time. The request may still be answered later."""
+
+    def __init__(self, request_id: str, seconds: float) -> None:
+        super().__init__(
+            f"no result for request {request_id} after {seconds:.0f} s; is a worker for its "
+            "model running? (`sluicegate status`; raise `timeout` for slow models)"
+        )
+        self.request_id = request_id
+
+
+class ClientNotStarted(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Client is not started; use `async with Client() as client:` (or `await "
+            "client.start()`), or `with sluicegate.Client() as client:` without asyncio"
+        )
+
+
+_END = object()  # the end of `stream`'s input
 
 
 def new_request_id() -> str:
@@ -151,7 +188,7 @@ class Client:
     async def send(self, request: InferenceRequest) -> InferenceRequest:
         """Produce `request` (acknowledged by the broker); returns it as sent."""
         if self._producer is None:
-            raise RuntimeError("Client is not started; use `async with Client() as client`")
+            raise ClientNotStarted()
         sent = request.model_copy(
             update={
                 "reply_to": request.reply_to or self.reply_topic,
@@ -193,10 +230,111 @@ class Client:
             async with asyncio.timeout(limit):
                 return await asyncio.shield(future)
         except TimeoutError:
-            raise ResultTimeout(
-                f"no result for request {request_id} after {limit:.0f} s; is a worker for its "
-                "model running? (`sluicegate status`)"
-            ) from None
+            raise ResultTimeout(request_id, limit) from None
+
+    async def submit_many(
+        self,
+        requests: Iterable[InferenceRequest] | AsyncIterable[InferenceRequest],
+        *,
+        max_in_flight: int = 64,
+        timeout: float | None = None,
+    ) -> list[InferenceResult]:
+        """Every request's result, in the order of `requests` (see `stream`)."""
+        sent: list[str] = []
+
+        async def track() -> AsyncIterator[InferenceRequest]:
+            async for request in _aiter(requests):
+                sent.append(request.request_id)
+                yield request
+
+        got = {
+            r.request_id: r
+            async for r in self.stream(track(), max_in_flight=max_in_flight, timeout=timeout)
+        }
+        return [got[rid] for rid in sent]
+
+    async def stream(
+        self,
+        requests: Iterable[InferenceRequest] | AsyncIterable[InferenceRequest],
+        *,
+        max_in_flight: int = 64,
+        timeout: float | None = None,
+    ) -> AsyncIterator[InferenceResult]:
+        """Send `requests` and yield one result per request, in the order they complete.
+
+        At most `max_in_flight` requests are sent and not yet answered; the
+        input is read only as results free slots, so it may be endless. A
+        request unanswered `timeout` seconds (default `timeout_s`) after it was
+        sent raises `ResultTimeout` here. Request ids must be unique among the
+        requests in flight. Leaving the loop early forgets what is in flight.
+        """
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        if self._producer is None:
+            raise ClientNotStarted()
+        limit = self._settings.timeout_s if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(max_in_flight)
+        finished: asyncio.Queue[Any] = asyncio.Queue()
+        timers: dict[str, asyncio.TimerHandle] = {}
+
+        async def feed() -> None:
+            pending = _aiter(requests)
+            try:
+                while True:
+                    await slots.acquire()  # before reading: the input is read a slot at a time
+                    try:
+                        request = await anext(pending)
+                    except StopAsyncIteration:
+                        break
+                    rid = request.request_id
+                    if rid in self._waiting:
+                        raise ValueError(
+                            f"request id {rid!r} is already waiting for a result; "
+                            "give every request its own id (`new_request_id()`)"
+                        )
+                    future = self.expect(rid)
+                    timers[rid] = loop.call_later(limit, _time_out, future, rid, limit)
+                    future.add_done_callback(functools.partial(_finished, finished, rid))
+                    await self.send(request)
+            except Exception as exc:  # handed to the reader below; cancellation is not
+                finished.put_nowait(exc)
+            else:
+                finished.put_nowait(_END)
+
+        feeder = asyncio.create_task(feed(), name="sg-client-stream")
+        fed = False
+        try:
+            while not fed or timers:
+                item = await finished.get()
+                if item is _END:
+                    fed = True
+                    continue
+                if isinstance(item, Exception):
+                    raise item
+                rid, future = item
+                timers.pop(rid).cancel()
+                self._waiting.pop(rid, None)
+                slots.release()
+                yield future.result()  # raises ResultTimeout or the reader's failure
+        finally:
+            feeder.cancel()
+            await asyncio.wait({feeder})
+            for rid, timer in timers.items():
+                timer.cancel()
+                self._waiting.pop(rid, None)
+
+    async def cancel(self, request_id: str) -> None:
+        """Ask routers and workers to answer `request_id` `rejected: cancelled`.
+
+        Published on the control topic; a request that already ran keeps its result.
+        """
+        if self._producer is None:
+            raise ClientNotStarted()
+        cancel = Cancel(request_id=request_id, ts_ms=now_ms())
+        await self._producer.send_and_wait(
+            self._settings.topics.control, encode(cancel), key=cancel.key(), headers=headers()
+        )
 
     async def _read(self) -> None:
         assert self._consumer is not None
@@ -216,3 +354,26 @@ class Client:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(exc)
+
+
+async def _aiter(
+    items: Iterable[InferenceRequest] | AsyncIterable[InferenceRequest],
+) -> AsyncIterator[InferenceRequest]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _time_out(future: asyncio.Future[InferenceResult], request_id: str, seconds: float) -> None:
+    if not future.done():
+        future.set_exception(ResultTimeout(request_id, seconds))
+
+
+def _finished(
+    queue: asyncio.Queue[Any], request_id: str, future: asyncio.Future[InferenceResult]
+) -> None:
+    if not future.cancelled():
+        queue.put_nowait((request_id, future))

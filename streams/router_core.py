@@ -166,9 +166,13 @@ class RouterCore:
         with tracing.process_span(
             self._tracer, rec.topic, parent=parent, record=rec, request_id=rid
         ) as span:
-            # The work record's trace parent is this hop's span, not the client's.
-            passed = [(k, v) for k, v in rec.headers if k not in _ROUTE_HEADERS | _TRACE_HEADERS]
-            tracing.inject(passed, trace.set_span_in_context(span))
+            # With tracing on, the work record's trace parent is this hop's span;
+            # with it off, the client's W3C context passes on unchanged, so a
+            # trace begun by any producer (kcat, kafkajs, Java) survives this hop.
+            passed = [(k, v) for k, v in rec.headers if k not in _ROUTE_HEADERS]
+            if span.get_span_context().is_valid:
+                passed = [(k, v) for k, v in passed if k not in _TRACE_HEADERS]
+                tracing.inject(passed, trace.set_span_in_context(span))
             out = [
                 *alarms,
                 Produce(

@@ -221,13 +221,19 @@ class LocalStack:
         )
 
     def _streams_env(self) -> dict[str, str]:
+        """The router's and the rollups' variables: under `--observability` the same
+        `OTEL_*` settings as the workers, so the router's `process sg.requests`
+        span joins the client's trace (each names itself: `sg-router`, ...)."""
         s = self.settings
-        return _child_env(
-            {
-                "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
-                "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
-            }
-        )
+        extra = {
+            "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
+        }
+        if s.observability:
+            # Metrics stay on the rollups' own Prometheus port (SLUICEGATE_METRICS_PORT).
+            otel = otel_env(self.collector.config, service="", prometheus_port=None)
+            extra |= {k: v for k, v in otel.items() if k != "OTEL_SERVICE_NAME"}
+        return _child_env(extra)
 
     def _write_manifest(self, models: Sequence[str]) -> None:
         s = self.settings

@@ -75,6 +75,32 @@ def test_submit_by_reference_and_doc_match(
     assert 0.0 < result["outputs"]["similarity"] <= 1.0
 
 
+def test_submit_json_is_one_compact_line_per_request_and_follows_the_stack(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Only the stack's variables (SLUICEGATE_KAFKA_PORT, the state dir): no bootstrap servers.
+    env = {k: v for k, v in stack_env.items() if k != "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS"}
+    sent = sluicegate("submit", "--model", "text-embed", "--text", "fire and forget", "--json",
+                      env=env)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    [line] = sent.stdout.splitlines()
+    doc = json.loads(line)
+    assert doc["status"] == "sent" and doc["topic"] == "sg.requests" and " " not in line
+
+    lines = tmp_path / "requests.jsonl"
+    ids = [f"jsonl-{i}" for i in range(3)]
+    lines.write_text("".join(
+        json.dumps({"request_id": rid, "model": "text-embed", "texts": [f"line {rid}"]}) + "\n"
+        for rid in ids
+    ))  # fmt: skip
+    done = sluicegate("submit", "--requests", str(lines), "--wait", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["request_id"] for r in results) == ids
+    assert all(r["status"] == "ok" and len(r["outputs"]["embedding"]) == 384 for r in results)
+    assert all("error" not in r for r in results), "an ok result carries no error field"
+
+
 def test_submit_explains_a_missing_image(stack_env: dict[str, str]) -> None:
     done = sluicegate("submit", "--model", "ocr", "--image", "/nonexistent.png", env=stack_env)
     assert done.returncode == 1

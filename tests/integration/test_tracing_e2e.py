@@ -20,9 +20,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import msgpack
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -41,7 +42,7 @@ from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
 from sluicegate.ops.stack.stack import LocalStack
 from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.ops.traceview import SpanRecord, load_spans, request_traces
-from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.kafka import KafkaSettings, wait_for_partitions
 from sluicegate.schemas.codec import decode_result, decode_telemetry, header
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import TopicSettings
@@ -365,6 +366,62 @@ async def test_each_request_is_one_trace_with_a_linked_batch_reaching_into_trito
     ):
         assert name in exposition, name
     assert 'sg_status="ok"' in exposition
+
+
+async def test_a_trace_begun_by_a_plain_kafka_producer_reaches_router_worker_and_triton(
+    observed: Observed,
+    worker_process: TracedWorker,
+    traced_router: Path,
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+) -> None:
+    """A non-sluicegate producer (plain aiokafka, as kcat or kafkajs would) with a
+    hand-made W3C `traceparent`: the router, worker and Triton spans join its trace."""
+    trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    rid = uuid.uuid4().hex
+    value = msgpack.packb({"request_id": rid, "model": MODEL, "texts": ["from a plain producer"]})
+    hdrs = [("sg-schema", b"1"), ("traceparent", f"00-{trace_id}-{span_id}-01".encode())]
+    results = AIOKafkaConsumer(**kafka.client_kwargs())
+    await results.start()
+    producer = AIOKafkaProducer(**kafka.client_kwargs())
+    await producer.start()
+    try:
+        parts = await wait_for_partitions(kafka, topics.results, timeout=30)
+        results.assign(parts)
+        await results.seek_to_end(*parts)
+        for tp in parts:  # fix the start position before the request goes out
+            await results.position(tp)
+        await producer.send_and_wait(topics.requests, value, key=rid.encode(), headers=hdrs)
+        answer = None
+        async with asyncio.timeout(120):
+            while answer is None:
+                batches = await results.getmany(timeout_ms=500)
+                for rec in (r for recs in batches.values() for r in recs):
+                    if rec.key == rid.encode():
+                        answer = decode_result(rec.value, list(rec.headers))
+    finally:
+        await producer.stop()
+        await results.stop()
+    assert answer is not None and answer.status is Status.OK, answer
+
+    deadline = time.monotonic() + 60
+    while True:
+        traces = request_traces(load_spans(observed.traces_file), rid)
+        own = traces[0] if traces else []
+        linked = [s for t in traces[1:] for s in t]
+        if (_has(own, (WORKER, f"process {topics.work(MODEL, 'cpu')}", "CONSUMER"))
+                and _has(linked, ("triton", "InferRequest", "SERVER"))) or (
+                time.monotonic() > deadline):  # fmt: skip
+            break
+        await asyncio.sleep(0.5)
+    assert own, f"no spans for {rid}"
+    assert {s.trace_id for s in own} == {trace_id}, "the producer's trace id was not kept"
+    router_span = next(s for s in own if s.service == ROUTER)
+    assert router_span.parent_id == span_id, "the router span continues the producer's span"
+    worker_span = next(s for s in own if s.service == WORKER and s.kind == "CONSUMER")
+    assert worker_span.parent_id == router_span.span_id
+    for want in batch_spans(topics):
+        assert _has(linked, want), (want, sorted({(s.service, s.name) for s in linked}))
 
 
 def test_trace_command_prints_the_tree(observed: Observed) -> None:

@@ -246,3 +246,15 @@ def test_an_unhealthy_pool_is_avoided() -> None:
     outs = r.run(*(req(f"h{i}") for i in range(50)))
     assert {hdr(out[0])[POOL_HEADER] for out in outs} == {b"mi200"}
     assert {out[0].topic for out in outs} == {TOPICS.work("text-embed", "mi200")}
+
+
+def test_with_tracing_off_the_clients_trace_context_passes_on_unchanged() -> None:
+    # The rig's RouterCore has no tracer provider: its spans are no-ops.
+    r = rig()
+    parent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    state = b"vendor=opaque"
+    rec = req()
+    rec.headers = [*headers(), ("traceparent", parent), ("tracestate", state)]
+    [[work]] = r.run(rec)
+    kept = [(k, v) for k, v in work.headers or [] if k in {"traceparent", "tracestate"}]
+    assert kept == [("traceparent", parent), ("tracestate", state)]

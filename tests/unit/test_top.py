@@ -22,7 +22,7 @@ class Rec:
 
 
 def test_top_shows_the_chosen_window_shadow_and_drift() -> None:
-    view = TopView(window_s=10)
+    view = TopView(window_s=10, clock=lambda: 10_000)  # the records below end near 0
     for window_s, rps in ((10, 42.5), (60, 7.0)):
         view.handle(Rec(encode(WindowRollup(
             model="ocr", pool="cpu", version="1", window_s=window_s, start_ms=0,
@@ -42,3 +42,46 @@ def test_top_shows_the_chosen_window_shadow_and_drift() -> None:
     text = console.export_text()
     assert "42.5" in text and "7.0" not in text and "812" in text
     assert "0.9731" in text and "image_pixels" in text and "0.610" in text
+
+
+class Clock:
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def _window(model: str, end_ms: int) -> Rec:
+    return Rec(encode(WindowRollup(
+        model=model, pool="cpu", version="1", window_s=10, start_ms=end_ms - 10_000,
+        end_ms=end_ms, throughput_rps=12.5,
+    )))  # fmt: skip
+
+
+def _text(view: TopView) -> str:
+    console = Console(width=220, record=True)
+    console.print(view.render())
+    return console.export_text()
+
+
+def test_top_marks_a_row_stale_when_its_windows_stop_and_clears_it_later() -> None:
+    clock = Clock(1_000_000)
+    view = TopView(window_s=10, stale_after_s=30, clear_after_s=100, clock=clock)
+    view.handle(_window("ocr", end_ms=1_000_000))
+    view.handle(_window("text-embed", end_ms=1_000_000))
+    assert "stale" not in _text(view)
+
+    clock.ms += 20_000  # text-embed keeps reporting, ocr stopped
+    view.handle(_window("text-embed", end_ms=clock.ms))
+    assert "stale" not in _text(view)
+
+    clock.ms += 20_000  # ocr's last window ended 40 s ago
+    rows = {line.split("│")[1].strip(): line for line in _text(view).splitlines() if "cpu" in line}
+    assert "stale 40 s" in rows["ocr"], rows
+    assert "stale" not in rows["text-embed"], rows
+
+    clock.ms += 70_000  # 110 s: ocr is cleared; text-embed (90 s) is stale, still shown
+    text = _text(view)
+    assert "ocr" not in text
+    assert "text-embed" in text and "stale 90 s" in text
