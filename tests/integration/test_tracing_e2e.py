@@ -179,21 +179,21 @@ def worker_process(
     ), proc.log_path.read_text()[-3000:]
 
 
-@pytest.fixture
-def traced_router(
-    observed: Observed, kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+def _router(
+    observed: Observed, kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path, *, traced: bool
 ) -> Iterator[Path]:
-    """`sluicegate router` configured by OTEL_* only; yields its log."""
+    """`sluicegate router` configured by OTEL_* only (none when not `traced`); yields its log."""
     ready = tmp_path / "router.ready"
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
         {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             **{f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
             "SLUICEGATE_ROUTER_GROUP_ID": f"{topics.requests}.router",
-            **otel_env(observed.collector.config, service=ROUTER, prometheus_port=free_port()),
         }
     )
+    if traced:
+        env |= otel_env(observed.collector.config, service=ROUTER, prometheus_port=free_port())
     proc = ManagedProcess(name="traced-router", state_dir=tmp_path)
     handle = proc.start(
         [sys.executable, "-m", "sluicegate", "router", "--ready-file", str(ready)], env=env
@@ -208,6 +208,27 @@ def traced_router(
         proc.stop(grace=30)
         handle.poll()
     assert "Traceback" not in proc.log_path.read_text(), proc.log_path.read_text()[-3000:]
+
+
+@pytest.fixture
+def traced_router(
+    observed: Observed, kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> Iterator[Path]:
+    yield from _router(observed, kafka, topics, tmp_path, traced=True)
+
+
+@pytest.fixture(params=[True, False], ids=["router-traced", "router-tracing-off"])
+def any_router(
+    request: pytest.FixtureRequest,
+    observed: Observed,
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    tmp_path: Path,
+) -> Iterator[bool]:
+    """A router with tracing on, then one with it off; yields whether it traces."""
+    traced = bool(request.param)
+    for _ in _router(observed, kafka, topics, tmp_path, traced=traced):
+        yield traced
 
 
 @pytest.fixture
@@ -371,12 +392,13 @@ async def test_each_request_is_one_trace_with_a_linked_batch_reaching_into_trito
 async def test_a_trace_begun_by_a_plain_kafka_producer_reaches_router_worker_and_triton(
     observed: Observed,
     worker_process: TracedWorker,
-    traced_router: Path,
+    any_router: bool,
     kafka: KafkaSettings,
     topics: TopicSettings,
 ) -> None:
     """A non-sluicegate producer (plain aiokafka, as kcat or kafkajs would) with a
-    hand-made W3C `traceparent`: the router, worker and Triton spans join its trace."""
+    hand-made W3C `traceparent`: the router (when it traces), worker and Triton
+    spans join its trace; a router whose tracing is off passes the context on."""
     trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     rid = uuid.uuid4().hex
     value = msgpack.packb({"request_id": rid, "model": MODEL, "texts": ["from a plain producer"]})
@@ -416,10 +438,15 @@ async def test_a_trace_begun_by_a_plain_kafka_producer_reaches_router_worker_and
         await asyncio.sleep(0.5)
     assert own, f"no spans for {rid}"
     assert {s.trace_id for s in own} == {trace_id}, "the producer's trace id was not kept"
-    router_span = next(s for s in own if s.service == ROUTER)
-    assert router_span.parent_id == span_id, "the router span continues the producer's span"
     worker_span = next(s for s in own if s.service == WORKER and s.kind == "CONSUMER")
-    assert worker_span.parent_id == router_span.span_id
+    routers = [s for s in own if s.service == ROUTER]
+    if any_router:
+        [router_span] = routers
+        assert router_span.parent_id == span_id, "the router span continues the producer's span"
+        assert worker_span.parent_id == router_span.span_id
+    else:
+        assert not routers
+        assert worker_span.parent_id == span_id, "the router passed the producer's context on"
     for want in batch_spans(topics):
         assert _has(linked, want), (want, sorted({(s.service, s.name) for s in linked}))
 
