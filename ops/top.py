@@ -20,8 +20,8 @@ from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.errors import WireError
+from sluicegate.streams.client import ClientSettings
 from sluicegate.streams.records import DriftEvent, ShadowDiff, WindowRollup, decode_rollup
-from sluicegate.streams.telemetry import TelemetrySettings
 
 
 class TopView:
@@ -172,7 +172,7 @@ class TopView:
 
 
 async def run_top(*, window_s: int = 10, lookback_s: int = 120) -> None:
-    s = TelemetrySettings()
+    s = ClientSettings()  # brokers and topics as every client finds them (the local stack)
     view = TopView(window_s=window_s)
     follower = Follower(
         kafka=s.kafka,
