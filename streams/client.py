@@ -23,7 +23,7 @@ import contextlib
 import functools
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -259,7 +259,7 @@ class Client:
         *,
         max_in_flight: int = 64,
         timeout: float | None = None,
-    ) -> AsyncIterator[InferenceResult]:
+    ) -> AsyncGenerator[InferenceResult, None]:
         """Send `requests` and yield one result per request, in the order they complete.
 
         At most `max_in_flight` requests are sent and not yet answered; the

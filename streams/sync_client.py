@@ -25,6 +25,7 @@ what `asyncio.run_coroutine_threadsafe` does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
@@ -131,11 +132,11 @@ class Client:
 
         async def pump() -> None:
             loop = asyncio.get_running_loop()
+            results = self._client.stream(requests, max_in_flight=max_in_flight, timeout=timeout)
             try:
-                async for result in self._client.stream(
-                    requests, max_in_flight=max_in_flight, timeout=timeout
-                ):
-                    await loop.run_in_executor(None, _hand_over, out, result, closed)
+                async with contextlib.aclosing(results):  # cancelled: forget what is in flight
+                    async for result in results:
+                        await loop.run_in_executor(None, _hand_over, out, result, closed)
             except Exception as exc:  # raised in the caller's thread below
                 await loop.run_in_executor(None, _hand_over, out, exc, closed)
             else:
