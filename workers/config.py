@@ -96,6 +96,10 @@ class WorkerSettings(BaseSettings):
     # The consumer leaves its group if the poll loop stalls this long (batches run
     # beside the loop, so a slow batch does not stall it).
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    # A worker that dies without leaving (kill -9, a lost host) stays in its group
+    # this long; the router stops routing to a pool with no member left
+    # (streams/failover.py). 6 s is the brokers' default minimum.
+    session_timeout_ms: int = Field(default=6_000, ge=1000)
 
     def policy(self) -> BatchPolicy:
         """The model x pool default budget with this process's overrides applied."""
