@@ -48,7 +48,7 @@ log = logging.getLogger("sluicegate.router.failover")
 REROUTED_FROM_HEADER = "sg-rerouted-from"
 
 
-class _DescribeGroups(Request[DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2]):
+class _DescribeGroups(Request[DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2]):  # type: ignore[misc]
     API_KEY = 15
 
     def __init__(self, groups: list[str]) -> None:

@@ -115,7 +115,7 @@ async def _run(
                 settings=RouterSettings(
                     kafka=kafka,
                     topics=topics,
-                    routing=RoutingSettings(pools=tuple(pools)),  # type: ignore[arg-type]
+                    routing=RoutingSettings(pools=tuple(pools)),
                     cache_ttl_s=0,  # every request reaches a pool
                     router_group_id=f"{prefix}.router",
                 )

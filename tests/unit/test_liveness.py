@@ -124,3 +124,39 @@ def test_up_pools_parse_and_refuse_what_cannot_run_here() -> None:
         parse_pools(["cpu,mi200"])
     with pytest.raises(StackError, match="pools are"):
         parse_pools(["tpu"])
+
+
+def test_backlog_cost_is_defined_before_any_window_and_priced_by_the_pools_mean_after() -> None:
+    from aiokafka import TopicPartition
+
+    from sluicegate.streams.backlog import ASSUMED_COST, BacklogGauge, _lag
+    from sluicegate.streams.records import WindowRollup
+
+    tp0, tp1 = TopicPartition(A100, 0), TopicPartition(A100, 1)
+
+    class Committed:
+        offset = 7
+
+    # Nothing committed on tp1 (no worker ever ran): the whole retained topic counts.
+    assert _lag({tp0: 10, tp1: 5}, {tp0: 0, tp1: 2}, {tp0: Committed()}) == 3 + 3
+    gauge = BacklogGauge()
+    gauge.set("text-embed", "a100", 6)
+    assert gauge.cost("text-embed", "a100") == 6 * ASSUMED_COST["text-embed"]
+    window = WindowRollup(
+        model="text-embed",
+        pool="a100",
+        version="1",
+        window_s=10,
+        start_ms=0,
+        end_ms=10_000,
+        requests=20,
+        ok=20,
+        batches=4,
+        mean_batch_size=5.0,
+        cost_per_s=40.0,  # 400 tokens over 20 requests: 20 each
+    )
+    gauge.observe_window(window)
+    assert gauge.cost("text-embed", "a100") == 6 * 20.0
+    samples = {(s.name, s.labels["pool"]): s.value for m in gauge.collect() for s in m.samples}
+    assert samples[("sluicegate_backlog_cost", "a100")] == 120.0
+    assert samples[("sluicegate_backlog_records", "a100")] == 6
