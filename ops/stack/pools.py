@@ -153,6 +153,8 @@ class StandinPool:
             "SLUICEGATE_TRITON__TRANSPORT": "shm",
             "SLUICEGATE_TRITON__ADMIN_KEY": self.triton.admin_key(),
             "SLUICEGATE_BATCH__MAX_BATCH_SIZE": str(_STANDIN_MAX_BATCH.get(model, 16)),
+            # Seen dead by the router's pool watch 6 s after a kill -9 (10 s by default).
+            "SLUICEGATE_SESSION_TIMEOUT_MS": "6000",
         }
         return env
 

@@ -127,7 +127,7 @@ async def test_large_to_standin_small_to_cpu_then_failover_and_back(
     tmp_path: Path,
 ) -> None:
     group = f"{topics.work_prefix}.{MODEL}.a100.group"
-    proc = start_standin_worker(standin, stack, topics, group)
+    proc = await asyncio.to_thread(start_standin_worker, standin, stack, topics, group)
     routing = RoutingSettings(pools=("a100", "cpu"))
     settings = ClientSettings(kafka=kafka, topics=topics, timeout_s=120, via_router=True)
     async with (
@@ -147,7 +147,7 @@ async def test_large_to_standin_small_to_cpu_then_failover_and_back(
 
         # 2. kill -9 the stand-in's worker; keep sending large requests for 14 s.
         proc.kill()
-        proc.wait()
+        await asyncio.to_thread(proc.wait)
         killed = time.monotonic()
         after: list[InferenceRequest] = []
         while time.monotonic() - killed < 14:
@@ -167,8 +167,9 @@ async def test_large_to_standin_small_to_cpu_then_failover_and_back(
         # Some were forwarded to the dead pool before it was seen dead: re-routed, not stranded.
         assert router.pool_watch.rescued >= 1
 
-        # 3. The stand-in comes back: large requests go to it again.
-        proc = start_standin_worker(standin, stack, topics, group)
+        # 3. The stand-in comes back: large requests go to it again. (Off the event
+        # loop: the in-process CPU worker must keep heartbeating meanwhile.)
+        proc = await asyncio.to_thread(start_standin_worker, standin, stack, topics, group)
         back = None
         deadline = time.monotonic() + 60
         while back is None and time.monotonic() < deadline:
@@ -181,4 +182,4 @@ async def test_large_to_standin_small_to_cpu_then_failover_and_back(
 
         # Nothing sent is left unanswered.
         assert set(ledger.results) == set(ledger.sent)
-    standin.worker(MODEL).stop(grace=30)
+    await asyncio.to_thread(standin.worker(MODEL).stop, grace=30)
