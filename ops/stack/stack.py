@@ -4,9 +4,9 @@
 repository, the topics, and one worker process per model; with `pools`
 naming a100 too, a second Triton and worker set stand in for the A100 pool
 (ops/stack/pools.py); then the router (told which pools run) and the
-rollups. It returns once every part is ready. Everything it starts is recorded in the state dir
-(`stack.json`, one pid and log file per part), so `status` and `down` work
-from any shell. `down` stops workers first (they drain and commit), then
+rollups. It returns once every part is ready. Everything it starts is
+recorded in the state dir (`stack.json`, one pid and log file per part), so
+`status` and `down` work from any shell. `down` stops workers first (they drain and commit), then
 Triton, then the broker, and leaves nothing running.
 """
 
