@@ -196,7 +196,7 @@ class StandinPool:
             (
                 "triton a100 (STAND-IN)",
                 self.triton.pid(),
-                _http_ok(f"http://127.0.0.1:{self.ports.http}/v2/health/ready"),
+                http_ok(f"http://127.0.0.1:{self.ports.http}/v2/health/ready"),
                 f"{self.triton_url} (gRPC); not an A100: this machine's CPU, "
                 f"serving {self.weights_note()}",
             )
@@ -224,7 +224,8 @@ class StandinPool:
         return stopped
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """True when `url` answers 200 within a second (Triton's /v2/health/ready)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from sluicegate.streams.topology import (
 from ..models.build import build_repository
 from .collector import CollectorConfig, LocalCollector, otel_env, triton_trace_args
 from .kafka import KafkaLocalConfig, LocalKafka
-from .pools import StandinPool, StandinPorts, parse_pools
+from .pools import StandinPool, StandinPorts, http_ok, parse_pools
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .services import SERVICES, StreamsServices
 from .triton import LocalTriton, TritonLocalConfig
@@ -313,7 +312,7 @@ class LocalStack:
             PartStatus(
                 "triton",
                 _pid(self.triton.is_running, "triton", self.state_dir / "triton"),
-                _http_ok(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready"),
+                http_ok(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready"),
                 f"{s.triton_url} (gRPC), :{s.triton_http_port} (HTTP)",
             ),
         ]
@@ -373,14 +372,6 @@ def _pid(running: Callable[[], bool], name: str, state_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
