@@ -27,14 +27,26 @@ def up(
         bool,
         typer.Option(help="Also run an OpenTelemetry Collector; trace Triton and the workers."),
     ] = False,
+    pools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pools",
+            help="Pools to run, e.g. cpu,a100. a100 is a STAND-IN on this machine's CPU: a "
+            "second Triton serving the a100 target's models, its own workers and work topics.",
+        ),
+    ] = None,
 ) -> None:
-    """Start Kafka, Triton and one worker per model in the background (state in .state/)."""
+    """Start Kafka, Triton and one worker per model in the background (state in .state/).
+
+    With `--pools cpu,a100` the router routes large requests to the a100
+    stand-in and small ones to CPU, and fails over to CPU if the stand-in dies.
+    """
     settings = StackSettings()
     if observability:
         settings = settings.model_copy(update={"observability": True})
     stack = LocalStack(settings, progress=console.log)
     try:
-        stack.up(models=model)
+        stack.up(models=model, pools=pools)
     except StackError as exc:
         raise fail(str(exc)) from None
     _print_status(stack)

@@ -17,9 +17,11 @@ Offsets are committed after everything a poll produced is acknowledged
 State (routes, cancels, cached results, pool health) is in memory, rebuilt
 from topics at start: `sg.control` (compacted, read from the beginning),
 `sg.results` (from the end, for the cache), `sg.telemetry.rollup` (from
-`health_ttl_s` back, for pool health). The control follower, the other
-followers and the loop run in one task group: the first to fail stops the
-router, and `stop()` re-raises that failure.
+`health_ttl_s` back, for pool health). A pool watch (`failover.py`) learns
+which work topics have a live consumer, so a pool whose workers died stops
+getting requests, and re-routes what was forwarded to it. The control
+follower, the other followers, the pool watch and the loop run in one task
+group: the first to fail stops the router, and `stop()` re-raises that failure.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.kafka import consumer as kafka_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.supervise import serve_together, watch
+from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
 
 from .cache import ResultCache
 from .control import ControlReader, ControlState
 from .drift import DriftMonitor
+from .failover import PoolWatch
 from .health import PoolHealth
+from .liveness import PoolLiveness
 from .pii import PiiMasker
 from .quota import TenantQuotas
 from .router_core import Produce, RouterCore, decode_all
@@ -76,12 +81,27 @@ class Router(Service):
             topic=settings.topics.control,
             state=ControlState(cancel_ttl_s=settings.cancel_ttl_s),
         )
+        liveness = PoolLiveness(ttl_s=r.liveness_ttl_s)
+        health = PoolHealth(
+            max_error_rate=r.max_error_rate,
+            ttl_s=r.health_ttl_s,
+            liveness=liveness if r.watch_interval_s else None,
+            work_topic=settings.topics.work,
+        )
+        self._watch = PoolWatch(
+            kafka=settings.kafka,
+            topics=settings.topics,
+            routing=r,
+            models=list(CATALOG),
+            liveness=liveness,
+            health=health,
+        )
         self._core = RouterCore(
             topics=settings.topics,
             routing=r,
             control=self._control.state,
             quotas=TenantQuotas(settings=settings.quota),
-            health=PoolHealth(max_error_rate=r.max_error_rate, ttl_s=r.health_ttl_s),
+            health=health,
             drift=DriftMonitor(settings=settings.drift),
             cache=self._cache,
             tracer=tracing.get_tracer(tracer_provider),
@@ -97,6 +117,10 @@ class Router(Service):
     @property
     def stats(self) -> Counter[str]:
         return self._core.stats
+
+    @property
+    def pool_watch(self) -> PoolWatch:
+        return self._watch
 
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
@@ -137,12 +161,11 @@ class Router(Service):
             consumer.subscribe([s.topics.requests], listener=OnFirstAssignment(ready.set))
             await consumer.start()
             log.info("router reading %s as group %s", s.topics.requests, s.router_group_id)
+            helpers = [watch(stop, self._control), *(watch(stop, f) for f in followers)]
+            if s.routing.watch_interval_s:
+                helpers.append(self._watch.run(stop, producer))
             try:
-                await serve_together(
-                    self._loop(stop, consumer, executor),
-                    watch(stop, self._control),
-                    *(watch(stop, follower) for follower in followers),
-                )
+                await serve_together(self._loop(stop, consumer, executor), *helpers)
             finally:
                 await consumer.stop()
         finally:

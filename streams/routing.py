@@ -75,6 +75,11 @@ class RoutingSettings(BaseModel):
     # (and so produces the telemetry that tells how healthy it is).
     unknown_capacity: float = Field(default=1.0, gt=0)
     precision: PrecisionPolicy = PrecisionPolicy()
+    # The router describes the consumer groups this often to learn which pools
+    # have a live consumer (streams/failover.py); 0 turns the watch off.
+    watch_interval_s: float = Field(default=1.0, ge=0)
+    # A consumer census older than this says nothing (the watch is failing).
+    liveness_ttl_s: float = Field(default=30.0, gt=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +109,13 @@ def choose_pool(
 ) -> Pool:
     """Small requests to a healthy CPU pool; the rest to healthy GPU pools, weighted
     by observed capacity (sticky per key); if nothing is healthy, the first candidate.
+
+    A pool whose work topic has no live consumer is never chosen while
+    another candidate has one (or is not known to lack one): with no pool
+    consumed at all, the choice falls back to the rollups alone.
     """
+    served = [p for p in candidates if states[p].consumers != "dead"]
+    candidates = served or candidates
     healthy = [p for p in candidates if states[p].health != "unhealthy"]
     if not healthy:
         return candidates[0]  # degrade rather than drop: the worker answers every request

@@ -4,7 +4,8 @@ Reads `sg.telemetry` (consumer group `sg.telemetry.rollup`), folds events
 into tumbling windows (10 s and 1 min) per model x pool x version, pairs
 primary and shadow results into `ShadowDiff`s, publishes both on
 `sg.telemetry.rollup` and serves the latest as Prometheus metrics on
-`/metrics`. A plain aiokafka loop with in-memory windows: rollups are
+`/metrics`, with every pool's backlog cost (`backlog.py`, what KEDA scales
+on). A plain aiokafka loop with in-memory windows: rollups are
 telemetry, so a crash loses at most the open windows (offsets are
 auto-committed), and open windows are flushed on a clean stop. The
 bookkeeping is `RollupCore`'s (`rollup_core.py`, no I/O); the followers,
@@ -33,9 +34,12 @@ from sluicegate.runtime.kafka import KafkaSettings, OnFirstAssignment
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.supervise import serve_together, watch
+from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.settings import TopicSettings
+from sluicegate.schemas.topics import POOLS
 
+from . import backlog
 from .metrics import RollupCollector
 from .records import RollupRecord, WindowRollup
 from .rollup_core import RollupCore, with_lag
@@ -55,12 +59,17 @@ class TelemetrySettings(BaseSettings):
     telemetry_group_id: str = "sg.telemetry.rollup"
     # Where a new group starts: the live edge, or the whole retained history.
     telemetry_offset_reset: Literal["earliest", "latest"] = "latest"
-    # Prometheus /metrics on 127.0.0.1; 0 serves none.
+    # Prometheus /metrics on metrics_host; 0 serves none. 0.0.0.0 only inside a
+    # pod or container whose network is private (ops/k8s/streams.yaml).
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     window_grace_s: float = Field(default=2.0, ge=0)
     shadow_window_s: float = Field(default=10.0, gt=0)
     # Worker groups are `<prefix>.<model>.<pool>` (the workers' default); used for lag.
     worker_group_prefix: str = "sg.worker"
+    # Every model x pool's backlog cost is measured this often (even with no window).
+    backlog_interval_s: float = Field(default=5.0, gt=0)
+    backlog_pools: tuple[str, ...] = POOLS
 
 
 class TelemetryRollups(Service):
@@ -81,6 +90,8 @@ class TelemetryRollups(Service):
         self.collector = RollupCollector()
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
+        self.backlog = backlog.BacklogGauge()
+        self.registry.register(self.backlog)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -96,7 +107,9 @@ class TelemetryRollups(Service):
         ]
         server = None
         if s.metrics_port:
-            server, _ = start_http_server(s.metrics_port, addr="127.0.0.1", registry=self.registry)
+            server, _ = start_http_server(
+                s.metrics_port, addr=s.metrics_host, registry=self.registry
+            )
         producer = kafka.producer(s.kafka, acks="all", linger_ms=20)
         consumer = kafka.consumer(
             s.kafka,
@@ -117,6 +130,7 @@ class TelemetryRollups(Service):
                 await serve_together(
                     self._consume(stop, consumer),
                     self._publisher(stop),
+                    self._measure_backlog(stop),
                     *(watch(stop, follower) for follower in followers),
                 )
                 await self._publish_due(flush=True)
@@ -154,6 +168,8 @@ class TelemetryRollups(Service):
         sends = []
         for record in records:
             self.collector.update(record)
+            if isinstance(record, WindowRollup):
+                self.backlog.observe_window(record)
             sends.append(
                 await self._producer.send(
                     self._s.topics.telemetry_rollup, encode(record), headers=headers()
@@ -161,6 +177,23 @@ class TelemetryRollups(Service):
             )
         await asyncio.gather(*sends)
         self.published += len(records)
+
+    async def _measure_backlog(self, stop: asyncio.Event) -> None:
+        assert self._admin is not None and self._consumer is not None
+        s = self._s
+        while not stop.is_set():
+            await backlog.measure(
+                self.backlog,
+                admin=self._admin,
+                consumer=self._consumer,
+                topics=s.topics,
+                group_prefix=s.worker_group_prefix,
+                models=list(CATALOG),
+                pools=s.backlog_pools,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(s.backlog_interval_s):
+                    await stop.wait()
 
     async def _with_lag(self, rollup: WindowRollup) -> WindowRollup:
         """Fill `lag_cost`: unconsumed records on the pool's work topic x mean cost."""

@@ -96,6 +96,11 @@ class WorkerSettings(BaseSettings):
     # The consumer leaves its group if the poll loop stalls this long (batches run
     # beside the loop, so a slow batch does not stall it).
     max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    # A worker that dies without leaving (kill -9, a lost host) stays in its group
+    # this long; the router stops routing to a pool with no member left
+    # (streams/failover.py). aiokafka's default; the a100 stand-in runs 6 s
+    # (the brokers' default minimum) for a faster failover.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
 
     def policy(self) -> BatchPolicy:
         """The model x pool default budget with this process's overrides applied."""

@@ -157,6 +157,8 @@ class Worker(Service):
             auto_offset_reset="earliest",
             fetch_max_bytes=4 * s.kafka.max_request_size,
             max_poll_interval_ms=s.max_poll_interval_ms,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.session_timeout_ms // 3,
         )
         await self._cancels.start()
         try:

@@ -60,6 +60,8 @@ def ratios(result: BenchResult) -> dict[str, object]:
         # The router must outrun the workers it feeds (issue: >= 3x the pool's peak).
         peak = max((_peak(pts, "text", m) for m in ("budget", "direct")), default=0.0)
         out["router_vs_worker_peak"] = _ratio(router.get("router_rps", 0.0), peak)
+    if result.pools:
+        out["two_pools_vs_cpu"] = result.pools.get("two_pool_over_cpu", 0.0)
     return out
 
 
@@ -137,6 +139,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         "over_budget_batches": result.over_budget_batches,
         "relay": result.relay,
         "router": result.router,
+        "pools": result.pools,
         "config": result.config,
         "machine": {"cpus": _cpus(), "python": platform.python_version()},
         "points": [p.as_json() for p in result.points],
@@ -185,6 +188,14 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         lines.append(
             f"- ingress router: {r['router_rps']:.0f} records/s against a bare relay's "
             f"{r['relay_rps']:.0f} over {r['count']:.0f} records"
+        )
+    if result.pools:
+        p = result.pools
+        lines.append(
+            f"- two pools (CPU + the a100 stand-in, {p['standin_share']:.0%} of requests on it) "
+            f"{p['two_pool_rps']:.1f} requests/s vs the CPU pool alone {p['cpu_pool_rps']:.1f} "
+            f"over {p['requests']:.0f} mixed texts through the router: "
+            f"{p['two_pool_over_cpu']:.2f}x; both pools share this machine's cores"
         )
     lines += ["", "## Every point", "", *_table(result.points), "", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots]

@@ -8,6 +8,7 @@ Modes (each at the same offered loads, same seeded request mix):
     unbatched   (c) one request per Triton call, through Kafka
     count-N     (d) count-based batching (max N + delay, arrival order), through Kafka
     null/relay  (e) the null-model worker vs a bare aiokafka relay draining a backlog
+    pools       (f) CPU + the a100 stand-in vs the CPU pool alone, via the router (pools.py)
 
 Offered loads are fractions of the direct path's capacity, measured first in
 the same run by sending a backlog all at once.
@@ -37,6 +38,7 @@ from sluicegate.workers.config import WorkerSettings
 from .direct import run_direct
 from .kafka_run import KafkaRun, RssProbe, bench_topics, triton_probe, worker_process
 from .points import Point
+from .pools import bench_pools
 from .relay import count_outputs, produce_backlog
 from .router_relay import bench_router_vs_relay
 from .workload import Workload, image_workload, poisson_arrivals, text_workload
@@ -64,6 +66,7 @@ class BenchResult:
     over_budget_batches: dict[str, int] = field(default_factory=dict)
     relay: dict[str, float] = field(default_factory=dict)
     router: dict[str, float] = field(default_factory=dict)
+    pools: dict[str, float] = field(default_factory=dict)  # (f) two pools vs CPU alone
     config: dict[str, object] = field(default_factory=dict)
 
 
@@ -176,6 +179,8 @@ async def run_bench(
         say(f"router: {count} requests through the ingress router and a bare relay")
         result.router = await bench_router_vs_relay(kafka, count=count)
         tick("router vs relay", count, count)
+        args = (workloads[0], kafka, triton_url, cfg.cache_dir, state)
+        result.pools = await bench_pools(*args, quick=cfg.quick, say=say)
     return result
 
 

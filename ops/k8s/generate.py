@@ -1,17 +1,24 @@
-"""Writes ops/k8s/base.yaml (namespace, variants volume, the topics Job) and
-ops/k8s/pool-<pool>.yaml: per model, a Deployment, a PodDisruptionBudget
-and a KEDA ScaledObject. `sluicegate generate k8s` rewrites them;
-tests/unit/test_k8s.py fails when they are stale, so edit here, not there.
+"""Writes ops/k8s/base.yaml (namespace, variants volume, the topics Job),
+ops/k8s/streams.yaml (the router and the telemetry rollups) and
+ops/k8s/pool-<pool>.yaml (a100, mi200, cpu): per model, a Deployment, a
+PodDisruptionBudget and a KEDA ScaledObject. `sluicegate generate k8s`
+rewrites them; tests/unit/test_k8s.py fails when they are stale, so edit
+here, not there.
 
-One pod = one GPU: a Triton container that loads only this model (fp16
-repository for the pool, built by an init container) and the worker that
-reads `sg.work.<model>.<pool>` and calls Triton on localhost. KEDA scales
-the Deployment on the consumer group's lag of that topic (1 replica per
-`lagThreshold` records behind, at most one per partition; see docs/scaling.md).
+One pod = one GPU (or, for cpu, a few cores): a Triton container that loads
+only this model (the pool's repository, built by an init container) and the
+worker that reads `sg.work.<model>.<pool>` and calls Triton on localhost.
+KEDA scales each Deployment on what its backlog costs: the rollups'
+`sluicegate_backlog_cost{model,pool}` (tokens or pixels waiting; exported
+for every pool even before it ran a batch) through a `prometheus` trigger,
+1 replica per `COST_THRESHOLD` waiting, at most one per partition; see
+docs/scaling.md. The router is told every pool and routes only to those
+whose work topic has a live consumer, which is why pools keep one replica.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +47,19 @@ POOLS: dict[str, dict[str, Any]] = {
         "triton_args": ["--model-config-name=mi200"],
         "max_replicas": 12,
     },
+    "cpu": {
+        "triton_image": IMAGE,  # pytriton's server, Python backend, ONNX Runtime on CPU
+        "gpu": None,
+        "node_selector": {},
+        "triton_args": [],
+        "max_replicas": 12,
+    },
 }
-LAG_THRESHOLD = {"text-embed": "2000", "ocr": "64", "doc-match": "64"}
+# Cost one replica should hold before KEDA adds another: 2,000 requests of
+# ~64 tokens for text-embed; 64 page-sized (1 MP) images for OCR / doc-match.
+COST_THRESHOLD = {"text-embed": "128000", "ocr": "64000000", "doc-match": "64000000"}
+# Where KEDA reads the rollups' metrics (a Prometheus scraping sg-telemetry).
+PROMETHEUS = "http://prometheus.monitoring.svc:9090"
 
 
 def _labels(model: str, pool: str) -> dict[str, str]:
@@ -62,6 +80,14 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
         {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4317"},
     ]
     triton_cmd = ["sluicegate", "triton", "--repository", "/models", *p["triton_args"]]
+    build = ["models", "build", "--target", pool, "--dest", "/models"]
+    build += ["--variants", "/variants", "--verify"] if p["gpu"] else ["--verify"]
+    requests: dict[str, str] = {"cpu": "4", "memory": "16Gi"}
+    limits: dict[str, str] = {"memory": "32Gi"}
+    if p["gpu"]:
+        requests[p["gpu"]] = limits[p["gpu"]] = "1"
+    else:
+        requests, limits = {"cpu": "4", "memory": "4Gi"}, {"memory": "8Gi"}
     triton_env = [{"name": "SLUICEGATE_TRITON_HOST", "value": "0.0.0.0"}]
     if pool == "a100":
         triton_cmd = [
@@ -93,17 +119,7 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
                         {
                             "name": "models-build",
                             "image": IMAGE,
-                            "args": [
-                                "models",
-                                "build",
-                                "--target",
-                                pool,
-                                "--dest",
-                                "/models",
-                                "--variants",
-                                "/variants",
-                                "--verify",
-                            ],
+                            "args": build,
                             "volumeMounts": [
                                 {"name": "models", "mountPath": "/models"},
                                 {"name": "variants", "mountPath": "/variants", "readOnly": True},
@@ -120,10 +136,7 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
                                 {"name": "grpc", "containerPort": 8001},
                                 {"name": "metrics", "containerPort": 8002},
                             ],
-                            "resources": {
-                                "requests": {"cpu": "4", "memory": "16Gi", p["gpu"]: "1"},
-                                "limits": {"memory": "32Gi", p["gpu"]: "1"},
-                            },
+                            "resources": {"requests": requests, "limits": limits},
                             "readinessProbe": {
                                 "httpGet": {"path": "/v2/health/ready", "port": 8000},
                                 "periodSeconds": 5,
@@ -207,15 +220,17 @@ def _scaled_object(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
             },
             "triggers": [
                 {
-                    "type": "kafka",
+                    "type": "prometheus",
                     "metadata": {
-                        "bootstrapServers": "kafka-bootstrap.kafka:9092",
-                        "consumerGroup": f"sg.worker.{model}.{pool}",
-                        "topic": f"sg.work.{model}.{pool}",
-                        "lagThreshold": LAG_THRESHOLD[model],
-                        "activationLagThreshold": "1",
-                        "offsetResetPolicy": "earliest",
-                        "allowIdleConsumers": "false",
+                        "serverAddress": PROMETHEUS,
+                        # max(): one series per rollups replica; `or vector(0)` while
+                        # Prometheus has not scraped the rollups yet.
+                        "query": (
+                            f'max(sluicegate_backlog_cost{{model="{model}",pool="{pool}"}})'
+                            " or vector(0)"
+                        ),
+                        "threshold": COST_THRESHOLD[model],
+                        "activationThreshold": "0",
                     },
                 }
             ],
@@ -277,6 +292,62 @@ def _base() -> list[dict[str, Any]]:
     ]
 
 
+def _streams() -> list[dict[str, Any]]:
+    """The router (told every pool) and the telemetry rollups (metrics for KEDA)."""
+    kafka_env = {"name": "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS", "value": "kafka-bootstrap:9092"}
+    pools = json.dumps(list(POOLS))
+    docs: list[dict[str, Any]] = []
+    for name, env in (
+        ("router", [kafka_env, {"name": "SLUICEGATE_ROUTING__POOLS", "value": pools}]),
+        ("telemetry", [kafka_env, {"name": "SLUICEGATE_METRICS_HOST", "value": "0.0.0.0"}]),
+    ):
+        labels = {"app.kubernetes.io/name": f"sluicegate-{name}"}
+        container: dict[str, Any] = {
+            "name": name,
+            "image": IMAGE,
+            "args": [name],
+            "env": env,
+            "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        }
+        if name == "telemetry":
+            container["ports"] = [{"name": "metrics", "containerPort": 9464}]
+        docs.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": f"sg-{name}", "namespace": NAMESPACE, "labels": labels},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "terminationGracePeriodSeconds": 45,
+                            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                            "containers": [container],
+                        },
+                    },
+                },
+            }
+        )
+    docs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "sg-telemetry",
+                "namespace": NAMESPACE,
+                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9464"},
+            },
+            "spec": {
+                "selector": {"app.kubernetes.io/name": "sluicegate-telemetry"},
+                "ports": [{"name": "metrics", "port": 9464, "targetPort": "metrics"}],
+            },
+        }
+    )
+    return docs
+
+
 def render(pool: str) -> str:
     p = POOLS[pool]
     docs = []
@@ -293,6 +364,9 @@ def generated() -> dict[Path, str]:
     head = "# Generated by ops/k8s/generate.py; do not edit.\n"
     files[here / "base.yaml"] = head + "---\n".join(
         yaml.safe_dump(d, sort_keys=False) for d in _base()
+    )
+    files[here / "streams.yaml"] = head + "---\n".join(
+        yaml.safe_dump(d, sort_keys=False) for d in _streams()
     )
     return files
 

@@ -15,6 +15,9 @@
   ``KIND_CPU`` because that Triton build only counts CUDA devices for
   ``KIND_GPU``; the work still runs on the card through the provider.
   Not run on an MI200 here (none was available): see docs/scaling.md.
+- ``a100-standin``: the a100 target's fp16 variants on ONNX Runtime's CPU
+  provider, ``KIND_CPU``: the stand-in A100 pool of ``up --pools cpu,a100``
+  (ops/stack/pools.py), runnable on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Literal, get_args
 
 __all__ = ["TARGETS", "Target", "TargetSpec", "VariantFiles", "variant_files"]
 
-Target = Literal["cpu", "a100", "mi200"]
+Target = Literal["cpu", "a100", "mi200", "a100-standin"]
 TARGET_NAMES: tuple[Target, ...] = get_args(Target)
 
 Variant = Literal["fp32", "fp16", "int8", "int8-dynamic", "bf16", "fp16-det"]
@@ -58,6 +61,9 @@ TARGETS: dict[str, TargetSpec] = {
         ("MIGraphXExecutionProvider", "ROCMExecutionProvider", "CPUExecutionProvider"),
         "fp16",
         False,
+    ),
+    "a100-standin": TargetSpec(
+        "a100-standin", "KIND_CPU", ("CPUExecutionProvider",), "fp16", False
     ),
 }
 

@@ -1,10 +1,12 @@
 """`sluicegate up / status / down`: the whole local stack in the background.
 
 `up` starts, in order: the Kafka broker, Triton on a freshly built model
-repository, the topics, and one worker process per model; it returns once
-every part is ready. Everything it starts is recorded in the state dir
-(`stack.json`, one pid and log file per part), so `status` and `down` work
-from any shell. `down` stops workers first (they drain and commit), then
+repository, the topics, and one worker process per model; with `pools`
+naming a100 too, a second Triton and worker set stand in for the A100 pool
+(ops/stack/pools.py); then the router (told which pools run) and the
+rollups. It returns once every part is ready. Everything it starts is
+recorded in the state dir (`stack.json`, one pid and log file per part), so
+`status` and `down` work from any shell. `down` stops workers first (they drain and commit), then
 Triton, then the broker, and leaves nothing running.
 """
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from sluicegate.streams.topology import (
 from ..models.build import build_repository
 from .collector import CollectorConfig, LocalCollector, otel_env, triton_trace_args
 from .kafka import KafkaLocalConfig, LocalKafka
+from .pools import StandinPool, StandinPorts, http_ok, parse_pools
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .services import SERVICES, StreamsServices
 from .triton import LocalTriton, TritonLocalConfig
@@ -60,6 +62,12 @@ class StackSettings(BaseSettings):
     # Prometheus /metrics of the telemetry rollup process (127.0.0.1).
     metrics_port: int = 9464
     models: list[str] = Field(default_factory=lambda: list(CATALOG))
+    # Pools `up` runs: cpu, plus a100 as a stand-in on this machine's CPU.
+    pools: list[str] = Field(default_factory=lambda: ["cpu"])
+    # Loopback ports of the a100 stand-in's Triton.
+    standin_http_port: int = 8100
+    standin_grpc_port: int = 8101
+    standin_metrics_port: int = 8102
     topics: TopicSettings = TopicSettings()
     # `up --observability`: an OpenTelemetry Collector; Triton and workers trace into it.
     observability: bool = False
@@ -125,6 +133,16 @@ class LocalStack:
                 extra_args=traced,
             )
         )
+        self.standin = StandinPool(
+            state_dir=state,
+            cache_dir=cache,
+            host=settings.triton_host,
+            ports=StandinPorts(
+                http=settings.standin_http_port,
+                grpc=settings.standin_grpc_port,
+                metrics=settings.standin_metrics_port,
+            ),
+        )
         self.state_dir = state
         self.metrics_ports: dict[str, int] = {}  # worker model -> its Prometheus port
         self.streams = StreamsServices(state_dir=state)
@@ -137,10 +155,17 @@ class LocalStack:
 
     # -- up ---------------------------------------------------------------
 
-    def up(self, *, models: Sequence[str] | None = None, timeout: float = 240) -> None:
+    def up(
+        self,
+        *,
+        models: Sequence[str] | None = None,
+        pools: Sequence[str] | None = None,
+        timeout: float = 240,
+    ) -> None:
         """Start every part not yet running; on failure stop what this call started."""
         s = self.settings
         models = list(models or s.models)
+        pools = parse_pools(pools or s.pools)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         started: list[Callable[[], object]] = []
         try:
@@ -176,8 +201,11 @@ class LocalStack:
                     alive=proc.is_running,
                     log_path=proc.log_path,
                 )
-            started += self.streams.start(self._streams_env(), self._say)
-            self._write_manifest(models)
+            if "a100" in pools:
+                env = _child_env({"SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers})
+                started += self.standin.up(models, env=env, say=self._say, timeout=timeout)
+            started += self.streams.start(self._streams_env(pools), self._say)
+            self._write_manifest(models, pools)
         except BaseException:
             for stop in reversed(started):
                 stop()
@@ -220,14 +248,18 @@ class LocalStack:
             env=env,
         )
 
-    def _streams_env(self) -> dict[str, str]:
-        """The router's and the rollups' variables: under `--observability` the same
-        `OTEL_*` settings as the workers, so the router's `process sg.requests`
-        span joins the client's trace (each names itself: `sg-router`, ...)."""
+    def _streams_env(self, pools: Sequence[str]) -> dict[str, str]:
+        """The router's and the rollups' variables: the pools that run, and under
+        `--observability` the same `OTEL_*` settings as the workers, so the router's
+        `process sg.requests` span joins the client's trace (each names itself)."""
         s = self.settings
+        # The router routes only to the pools that run (GPU pools first: small
+        # requests still go to CPU by the routing policy).
+        order = [p for p in pools if p != "cpu"] + ["cpu"]
         extra = {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
+            "SLUICEGATE_ROUTING__POOLS": json.dumps(order),
         }
         if s.observability:
             # Metrics stay on the rollups' own Prometheus port (SLUICEGATE_METRICS_PORT).
@@ -235,7 +267,7 @@ class LocalStack:
             extra |= {k: v for k, v in otel.items() if k != "OTEL_SERVICE_NAME"}
         return _child_env(extra)
 
-    def _write_manifest(self, models: Sequence[str]) -> None:
+    def _write_manifest(self, models: Sequence[str], pools: Sequence[str]) -> None:
         s = self.settings
         manifest: dict[str, object] = {
             "bootstrap_servers": s.bootstrap_servers,
@@ -243,7 +275,13 @@ class LocalStack:
             "triton_http": f"127.0.0.1:{s.triton_http_port}",
             "triton_metrics": f"127.0.0.1:{s.triton_metrics_port}",
             "models": list(models),
+            "pools": list(pools),
         }
+        if "a100" in pools:
+            manifest["a100_standin"] = {
+                "triton_grpc": self.standin.triton_url,
+                "serves": self.standin.weights_note(),
+            }
         if s.observability:
             manifest["otlp_grpc"] = self.collector.config.otlp_grpc_endpoint
             manifest["traces_file"] = str(self.collector.config.traces_file)
@@ -259,6 +297,13 @@ class LocalStack:
         except (OSError, ValueError):
             return list(self.settings.models)
 
+    def manifest_pools(self) -> list[str]:
+        try:
+            data = json.loads((self.state_dir / "stack.json").read_text())
+            return [str(p) for p in data.get("pools", ["cpu"])]
+        except (OSError, ValueError):
+            return ["cpu"]
+
     # -- status / down ----------------------------------------------------
 
     def status(self) -> list[PartStatus]:
@@ -273,7 +318,7 @@ class LocalStack:
             PartStatus(
                 "triton",
                 _pid(self.triton.is_running, "triton", self.state_dir / "triton"),
-                _http_ok(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready"),
+                http_ok(f"http://127.0.0.1:{s.triton_http_port}/v2/health/ready"),
                 f"{s.triton_url} (gRPC), :{s.triton_http_port} (HTTP)",
             ),
         ]
@@ -299,6 +344,8 @@ class LocalStack:
                     f"{s.topics.work(model, 'cpu')}, log {proc.log_path}",
                 )
             )
+        if "a100" in self.manifest_pools():
+            parts += [PartStatus(*row) for row in self.standin.status(self.manifest_models())]
         for name in SERVICES:
             pid, ready = self.streams.healthy(name)
             where = f"/metrics on 127.0.0.1:{s.metrics_port}" if name == "telemetry" else ""
@@ -309,6 +356,7 @@ class LocalStack:
     def down(self) -> list[str]:
         """Stop every part; returns the names of those that were running."""
         stopped = self.streams.stop()
+        stopped += self.standin.stop(sorted({*self.manifest_models(), *CATALOG}))
         for model in sorted({*self.manifest_models(), *CATALOG}):
             if self.worker(model).stop(grace=45):
                 stopped.append(f"worker {model}")
@@ -330,14 +378,6 @@ def _pid(running: Callable[[], bool], name: str, state_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:

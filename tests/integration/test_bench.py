@@ -46,6 +46,9 @@ async def test_quick_bench_answers_everything_and_writes_its_report(
     assert all(p.mean_batch <= 8 for p in result.points if p.mode == "count-8")
     assert result.relay["records"] == 1500 and result.relay["null_rps"] > 0
     assert result.router["count"] == 2000 and result.router["router_rps"] > 0
+    # (f) both runs answered all 100 requests (wait() raises otherwise), some on the stand-in.
+    assert result.pools["requests"] == 100 and result.pools["cpu_pool_rps"] > 0
+    assert result.pools["two_pool_rps"] > 0 and 0 < result.pools["standin_share"] < 1
     assert any(done == total for _, done, total in ticks)  # progress reached the end
 
     out = tmp_path / "bench"
@@ -57,6 +60,7 @@ async def test_quick_bench_answers_everything_and_writes_its_report(
         value = data[key]["text"]
         assert isinstance(value, float) and math.isfinite(value) and value > 0
     assert data["null_vs_relay"] > 0 and data["router_vs_relay"] > 0
+    assert data["two_pools_vs_cpu"] > 0
     assert len(data["points"]) == len(result.points)
     report = (out / "report.md").read_text()
     assert all(f"| text | {mode} |" in report for mode in modes)

@@ -3,9 +3,10 @@
 `.cache/bin/k8scheck` (ops/tools/k8scheck, `make tools`) decodes every document
 into its k8s.io/api or KEDA v1alpha1 Go type with unknown fields refused: an
 offline schema check (no schema download). The rest checks what the pools
-promise: GPU vendor resources, a PDB per Deployment, a KEDA ScaledObject per
-work topic on the worker's consumer group, and a termination grace longer
-than the worker's drain.
+promise: GPU vendor resources (none for cpu), a PDB per Deployment, a KEDA
+ScaledObject per work topic scaling on that pool's backlog cost, a
+termination grace longer than the worker's drain, and the router told every
+pool that has Deployments.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def test_every_manifest_decodes_strictly_into_its_api_type() -> None:
     )
     assert done.returncode == 0, done.stderr
     kinds = [json.loads(line)["kind"] for line in done.stdout.splitlines()]
-    assert kinds.count("Deployment") == kinds.count("ScaledObject") == 6
-    assert kinds.count("PodDisruptionBudget") == 6 and "Job" in kinds
+    assert kinds.count("ScaledObject") == kinds.count("PodDisruptionBudget") == 9
+    assert kinds.count("Deployment") == 9 + 2  # the pools', the router's and the rollups'
+    assert "Job" in kinds and "Service" in kinds
 
 
 @pytest.mark.parametrize(
@@ -73,23 +75,28 @@ def test_a_misspelt_keda_field_is_refused(tmp_path: Path) -> None:
 
 
 def test_generated_files_are_current() -> None:
-    for pool in generate.POOLS:
-        assert (K8S / f"pool-{pool}.yaml").read_text() == generate.render(pool), (
-            "stale: run `sluicegate generate k8s`"
-        )
+    for path, text in generate.generated().items():
+        assert path.read_text() == text, f"{path.name} is stale: run `sluicegate generate k8s`"
 
 
 def test_pools_request_their_gpu_and_drain_before_the_kill() -> None:
     docs = _docs()
-    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in docs
+        if d["kind"] == "Deployment" and "sluicegate/pool" in d["metadata"]["labels"]
+    }
     for name, dep in deployments.items():
         pool = dep["metadata"]["labels"]["sluicegate/pool"]
         model = dep["metadata"]["labels"]["sluicegate/model"]
         pod = dep["spec"]["template"]["spec"]
         containers = {c["name"]: c for c in pod["containers"]}
-        gpu = {"a100": "nvidia.com/gpu", "mi200": "amd.com/gpu"}[pool]
-        assert containers["triton"]["resources"]["requests"][gpu] == "1", name
-        assert containers["triton"]["resources"]["limits"][gpu] == "1", name
+        resources = containers["triton"]["resources"]
+        gpu = {"a100": "nvidia.com/gpu", "mi200": "amd.com/gpu", "cpu": None}[pool]
+        if gpu is None:
+            assert not any(k.endswith("/gpu") for k in resources["requests"]), name
+        else:
+            assert resources["requests"][gpu] == resources["limits"][gpu] == "1", name
         worker = containers["worker"]
         assert cli_error(worker["args"]) is None, worker["args"]
         assert worker["args"] == ["worker", "--model", model, "--pool", pool]
@@ -105,10 +112,28 @@ def test_pools_request_their_gpu_and_drain_before_the_kill() -> None:
         if containers["triton"]["command"][0] == "sluicegate":
             assert cli_error(containers["triton"]["command"][1:]) is None
         assert pod["securityContext"]["runAsNonRoot"] is True
-    assert len(deployments) == 6
+    assert len(deployments) == 9
 
 
-def test_each_work_topic_has_a_pdb_and_a_keda_scaler_on_the_worker_group() -> None:
+def test_the_router_is_told_every_pool_and_the_rollups_are_scrapable() -> None:
+    docs = _docs()
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+
+    def env(name: str) -> dict[str, str]:
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert cli_error(container["args"]) is None, container["args"]
+        return {e["name"]: e["value"] for e in container["env"]}
+
+    assert set(json.loads(env("sg-router")["SLUICEGATE_ROUTING__POOLS"])) == set(generate.POOLS)
+    assert env("sg-telemetry")["SLUICEGATE_METRICS_HOST"] == "0.0.0.0"
+    service = next(d for d in docs if d["kind"] == "Service")
+    assert (
+        service["spec"]["selector"]
+        == (deployments["sg-telemetry"]["spec"]["template"]["metadata"]["labels"])
+    )
+
+
+def test_each_work_topic_has_a_pdb_and_a_keda_scaler_on_its_backlog_cost() -> None:
     docs = _docs()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     pdbs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
@@ -121,12 +146,15 @@ def test_each_work_topic_has_a_pdb_and_a_keda_scaler_on_the_worker_group() -> No
         model, pool = labels["sluicegate/model"], labels["sluicegate/pool"]
         assert pdbs[target["metadata"]["name"]]["spec"]["selector"]["matchLabels"] == labels
         (trigger,) = so["spec"]["triggers"]
-        assert trigger["type"] == "kafka"
+        # Backlog cost (tokens / pixels waiting), not record count: the rollups
+        # export it for every pool even before its first batch.
+        assert trigger["type"] == "prometheus"
         meta = trigger["metadata"]
-        assert meta["topic"] == f"sg.work.{model}.{pool}"
-        assert meta["consumerGroup"] == WorkerSettings(model=model, pool=pool).group()
+        assert f'sluicegate_backlog_cost{{model="{model}",pool="{pool}"}}' in meta["query"]
+        assert float(meta["threshold"]) > 0 and meta["activationThreshold"] == "0"
+        topic = f"sg.work.{model}.{pool}"
         # More consumers than partitions would sit idle.
-        assert so["spec"]["maxReplicaCount"] <= partitions[meta["topic"]]
-        topics.add(meta["topic"])
+        assert so["spec"]["maxReplicaCount"] <= partitions[topic]
+        topics.add(topic)
     expected = {f"sg.work.{m}.{p}" for m in generate.MODELS for p in generate.POOLS}
     assert topics == expected

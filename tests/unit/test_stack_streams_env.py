@@ -24,7 +24,7 @@ def test_under_observability_the_streams_trace_where_the_workers_do(
 ) -> None:
     monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
     stack = _stack(tmp_path, observability=True)
-    env = stack._streams_env()
+    env = stack._streams_env(["cpu"])
     worker = otel_env(stack.collector.config, service="sg-worker-ocr", prometheus_port=None)
     for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER", "OTEL_BSP_SCHEDULE_DELAY"):
         assert env[name] == worker[name], name
@@ -38,5 +38,5 @@ def test_without_observability_nothing_is_traced(
 ) -> None:
     for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)
-    env = _stack(tmp_path, observability=False)._streams_env()
+    env = _stack(tmp_path, observability=False)._streams_env(["cpu"])
     assert "OTEL_TRACES_EXPORTER" not in env and "OTEL_EXPORTER_OTLP_ENDPOINT" not in env
