@@ -30,6 +30,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.destinations import Destinations
 from sluicegate.runtime.kafka import read_committed_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
@@ -112,12 +113,14 @@ class Worker(Service):
         self._batches = BatchStage(
             resilient=self._resilient, answers=self._answers, observer=self._obs, clock=clock
         )
+        self._destinations = Destinations.for_kafka(settings.kafka)
         self._publisher = Publisher(
             delivery=self._delivery,
             topics=settings.topics,
             answers=self._answers,
             observer=self._obs,
             clock=clock,
+            destinations=self._destinations,
         )
         control = settings.topics.control
         self._cancels = cancels or CancelWatcher(kafka=settings.kafka, topic=control)
@@ -191,6 +194,7 @@ class Worker(Service):
                 await self._delivery.stop(consumer)
             finally:
                 await self._cancels.stop()
+                await self._destinations.close()
                 await consumer.stop()
                 self._prep.stop()
         if self._fatal is not None:

@@ -28,6 +28,7 @@ class Preprocessor:
         self._spec = lookup(settings.model)
         self._threads = settings.preprocess_threads
         self._limits = WireLimits(image_root=settings.image_root)
+        self._topics = settings.topics
         self._slots = asyncio.Semaphore(settings.preprocess_threads)
         self._executor: ThreadPoolExecutor | None = None
         self._counter: TokenCounter | None = None
@@ -62,6 +63,7 @@ class Preprocessor:
                         serving=self._spec,
                         counter=self._counter,
                         limits=self._limits,
+                        topics=self._topics,
                     )
                 )
             except WireError as exc:

@@ -5,6 +5,13 @@ reply's result, request telemetry and DLQ record go to the delivery
 together, their acknowledgements awaited together, and the batch's own
 telemetry event rides with the last reply's input (`Delivery.attach`).
 Each message carries its request's (or batch's) trace context.
+
+A result bound for a `reply_to` that does not exist, may not be written or
+refuses the record (`runtime.destinations`: checked before the produce, and
+classified `permanent()` when the produce fails) is answered
+`reply_to_unwritable` on the results topic instead, with a DLQ record; the
+worker goes on. Other produce failures propagate (the engine stops and the
+record is redelivered).
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
+from sluicegate.runtime.destinations import Destinations, permanent
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
@@ -51,8 +60,10 @@ class Publisher:
         answers: Answers,
         observer: WorkerObserver,
         clock: Callable[[], float],
+        destinations: Destinations | None = None,
     ) -> None:
         self._delivery = delivery
+        self._destinations = destinations
         self._topics = topics
         self.answers = answers  # replaced once the model version is known
         self._obs = observer
@@ -75,6 +86,44 @@ class Publisher:
             await self._delivery.attach(replies[-1].record, message)
 
     async def _one(self, reply: Reply) -> None:
+        topic = reply.reply_to or self._topics.results
+        if reply.result is None or topic == self._topics.results:
+            await self._deliver(reply)
+            return
+        dest = self._destinations
+        if dest is not None and not await dest.writable(topic):
+            await self._deliver(self._unwritable(reply, "the topic does not exist or is refused"))
+            return
+        try:
+            await self._deliver(reply)
+        except Exception as exc:
+            if not permanent(exc):
+                raise
+            if dest is not None:
+                dest.refused(topic)
+            await self._deliver(self._unwritable(reply, repr(exc)))
+
+    def _unwritable(self, reply: Reply, reason: str) -> Reply:
+        """The reply to send instead when its reply_to cannot take the result."""
+        assert reply.result is not None
+        code = ErrorCode.REPLY_TO_UNWRITABLE
+        message = f"reply_to {reply.reply_to!r}: {reason}; {code.message}"
+        rid = reply.result.request_id
+        result = self.answers.undecodable(rid, code, message)
+        rec = reply.record
+        letter = DeadLetter(
+            code=code,
+            message=message,
+            error_class=reason.split("(", 1)[0],
+            stage="deliver",
+            source_topic=rec.topic,
+            source_partition=rec.partition,
+            source_offset=rec.offset,
+            request_id=rid,
+        )
+        return Reply(rec, result, letter, None, reply.span, reply.arrived)
+
+    async def _deliver(self, reply: Reply) -> None:
         out: list[Outgoing] = []
         if reply.result is not None:
             topic = reply.reply_to or self._topics.results
