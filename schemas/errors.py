@@ -14,7 +14,8 @@ or a DLQ header, and a message that names the fix.
     │   └── ImageOutsideRootError  image_outside_root        file:// path outside the allowed root
     ├── InvalidInputError          invalid_input    inputs do not fit the model
     ├── UnknownModelError          unknown_model    no such model in the catalog
-    └── InvalidReplyToError        invalid_reply_to reply_to not a legal topic, or internal
+    ├── InvalidReplyToError        invalid_reply_to reply_to not a legal topic, or internal
+    └── QuarantinedError           poison           running each time a worker died
 
 `ErrorCode` lists every code a result's `error.code` or a DLQ record's
 `sg-dlq-code` header can carry: the wire errors above, the refusals the
@@ -179,3 +180,9 @@ class UnknownModelError(WireError):
 
 class InvalidReplyToError(WireError):
     code = ErrorCode.INVALID_REPLY_TO
+
+
+class QuarantinedError(WireError):
+    """Refused at admission without running: crash-loop quarantine (`workers.quarantine`)."""
+
+    code = ErrorCode.POISON

@@ -46,6 +46,7 @@ from .cancel import CANCELLED_MESSAGE, CancelWatcher
 from .config import WorkerSettings
 from .output import Delivery, Publisher, Reply, default_delivery
 from .prep import Preprocessor
+from .quarantine import Quarantine
 from .resilience import Resilient
 from .scheduler import EXPIRED_MESSAGE, Backpressure, Job, Scheduler, Ticket
 from .tracing import WorkerObserver
@@ -106,7 +107,13 @@ class Worker(Service):
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
         )
-        self._prep = Preprocessor(settings=settings)
+        self._quarantine = Quarantine(
+            kafka=settings.kafka,
+            topic=settings.topics.attempts,
+            group=settings.group(),
+            quarantine_after=settings.quarantine_after,
+        )
+        self._prep = Preprocessor(settings=settings, quarantine=self._quarantine)
         self._resilient = Resilient(backend=backend, model=settings.model, settings=settings.triton)
         self._delivery = delivery if delivery is not None else default_delivery(settings)
         self._delivery.on_drop(self.forget)
@@ -121,6 +128,7 @@ class Worker(Service):
             observer=self._obs,
             clock=clock,
             destinations=self._destinations,
+            quarantine=self._quarantine,
         )
         control = settings.topics.control
         self._cancels = cancels or CancelWatcher(kafka=settings.kafka, topic=control)
@@ -162,6 +170,7 @@ class Worker(Service):
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
         await self._cancels.start()
+        await self._quarantine.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
@@ -194,6 +203,7 @@ class Worker(Service):
                 await self._delivery.stop(consumer)
             finally:
                 await self._cancels.stop()
+                await self._quarantine.stop()
                 await self._destinations.close()
                 await consumer.stop()
                 self._prep.stop()
@@ -344,6 +354,7 @@ class Worker(Service):
 
     async def _run_batch(self, batch: Batch[Job]) -> None:
         try:
+            await self._quarantine.begin([job.record for job in batch.items])
             done = await self._batches.run(batch)
         finally:
             self._scheduler.finished(batch)

@@ -31,6 +31,7 @@ from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
 from ..answers import Answers
+from ..quarantine import Quarantine
 from ..tracing import WorkerObserver
 from .delivery import Delivery, Outgoing
 
@@ -61,7 +62,9 @@ class Publisher:
         observer: WorkerObserver,
         clock: Callable[[], float],
         destinations: Destinations | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
+        self._quarantine = quarantine
         self._delivery = delivery
         self._destinations = destinations
         self._topics = topics
@@ -86,6 +89,11 @@ class Publisher:
             await self._delivery.attach(replies[-1].record, message)
 
     async def _one(self, reply: Reply) -> None:
+        await self._answer(reply)
+        if self._quarantine is not None:
+            await self._quarantine.end([reply.record])  # answered: no longer a suspect
+
+    async def _answer(self, reply: Reply) -> None:
         topic = reply.reply_to or self._topics.results
         if reply.result is None or topic == self._topics.results:
             await self._deliver(reply)
