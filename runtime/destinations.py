@@ -111,8 +111,8 @@ class Destinations:
     """Which topics a result may be produced to, from cached cluster metadata.
 
     `fetch` returns the cluster's metadata for all topics (an all-topics
-    metadata request never auto-creates one); `for_client()` builds it from a
-    producer's client. Answers live `ttl_s`; a topic answered missing is asked
+    metadata request never auto-creates one); `for_kafka()` asks through a
+    client of its own. Answers live `ttl_s`; a topic answered missing is asked
     again after `ttl_s` too, so a topic created later starts being used.
     """
 
@@ -129,19 +129,26 @@ class Destinations:
     @classmethod
     def for_kafka(cls, kafka: KafkaSettings, *, ttl_s: float = 30.0) -> Destinations:
         """Asks the cluster through a client of its own, connected on first use; `close()` it."""
-        client = AIOKafkaClient(**kafka.client_kwargs())
-        started = False
+        clients: list[AIOKafkaClient] = []  # built inside the event loop, on first use
 
         async def fetch() -> ClusterMetadata:
-            nonlocal started
-            if not started:
-                await client.bootstrap()
-                started = True
-            metadata: ClusterMetadata = await client.fetch_all_metadata()
+            if not clients:
+                client = AIOKafkaClient(**kafka.client_kwargs())
+                try:
+                    await client.bootstrap()
+                except BaseException:
+                    await client.close()
+                    raise
+                clients.append(client)
+            metadata: ClusterMetadata = await clients[0].fetch_all_metadata()
             return metadata
 
+        async def close() -> None:
+            while clients:
+                await clients.pop().close()
+
         destinations = cls(fetch=fetch, ttl_s=ttl_s)
-        destinations._close = client.close
+        destinations._close = close
         return destinations
 
     async def close(self) -> None:

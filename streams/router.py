@@ -44,6 +44,7 @@ from sluicegate.runtime.records import Record
 from sluicegate.runtime.supervise import serve_together, watch
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
+from sluicegate.schemas.models import InferenceRequest
 
 from .cache import ResultCache
 from .control import ControlReader, ControlState
@@ -187,7 +188,10 @@ class Router(Service):
         await consumer.commit()
 
     async def _send(
-        self, records: list[Produce], rec: Record | None = None, request: Any = None
+        self,
+        records: list[Produce],
+        rec: Record | None = None,
+        request: InferenceRequest | None = None,
     ) -> list[asyncio.Future[Any]]:
         """Hand `records` to the producer in order; the futures resolve once acknowledged.
 
@@ -216,9 +220,18 @@ class Router(Service):
 
     async def _produce(self, p: Produce) -> asyncio.Future[Any]:
         assert self._producer is not None
-        return await self._producer.send(p.topic, p.value, key=p.key, headers=p.headers)
+        ack: asyncio.Future[Any] = await self._producer.send(
+            p.topic, p.value, key=p.key, headers=p.headers
+        )
+        return ack
 
-    async def _acked(self, ack: asyncio.Future[Any], p: Produce, rec: Record, request: Any) -> None:
+    async def _acked(
+        self,
+        ack: asyncio.Future[Any],
+        p: Produce,
+        rec: Record,
+        request: InferenceRequest | None,
+    ) -> None:
         try:
             await ack
         except Exception as exc:

@@ -327,7 +327,8 @@ class RouterCore:
         assert refused.reply is not None, "only results bound for a reply_to have a fallback"
         self.stats[f"refused:{ErrorCode.REPLY_TO_UNWRITABLE}"] += 1
         code = ErrorCode.REPLY_TO_UNWRITABLE
-        message = f"reply_to {refused.topic!r}: {reason}; {code.message}"
+        was = refused.reply.error.code if refused.reply.error else refused.reply.status.value
+        message = f"reply_to {refused.topic!r}: {reason} (the result was {was}); {code.message}"
         rid = refused.reply.request_id
         log.warning("reply_to unwritable for %s[%d]@%d", rec.topic, rec.partition, rec.offset)
         letter = DeadLetter(

@@ -107,12 +107,7 @@ class Worker(Service):
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
         )
-        self._quarantine = Quarantine(
-            kafka=settings.kafka,
-            topic=settings.topics.attempts,
-            group=settings.group(),
-            quarantine_after=settings.quarantine_after,
-        )
+        self._quarantine = Quarantine.of(settings)
         self._prep = Preprocessor(settings=settings, quarantine=self._quarantine)
         self._resilient = Resilient(backend=backend, model=settings.model, settings=settings.triton)
         self._delivery = delivery if delivery is not None else default_delivery(settings)

@@ -38,6 +38,8 @@ from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import recover_request_id
 from sluicegate.schemas.errors import ErrorCode, QuarantinedError
 
+from .config import WorkerSettings
+
 log = logging.getLogger("sluicegate.worker.quarantine")
 
 STALL_ENV = "SLUICEGATE_CHAOS_STALL_REQUEST"
@@ -102,6 +104,16 @@ class Quarantine:
         )
         self._producer: AIOKafkaProducer | None = None
         self._stall = os.environ.get(STALL_ENV)
+
+    @classmethod
+    def of(cls, settings: WorkerSettings) -> Quarantine:
+        """The quarantine of a worker with `settings` (its group, its attempts topic)."""
+        return cls(
+            kafka=settings.kafka,
+            topic=settings.topics.attempts,
+            group=settings.group(),
+            quarantine_after=settings.quarantine_after,
+        )
 
     @property
     def enabled(self) -> bool:

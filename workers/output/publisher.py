@@ -115,7 +115,8 @@ class Publisher:
         """The reply to send instead when its reply_to cannot take the result."""
         assert reply.result is not None
         code = ErrorCode.REPLY_TO_UNWRITABLE
-        message = f"reply_to {reply.reply_to!r}: {reason}; {code.message}"
+        was = reply.result.error.code if reply.result.error else reply.result.status.value
+        message = f"reply_to {reply.reply_to!r}: {reason} (the result was {was}); {code.message}"
         rid = reply.result.request_id
         result = self.answers.undecodable(rid, code, message)
         rec = reply.record
