@@ -87,8 +87,7 @@ async def replay(
     try:
         if producer is not None:
             await producer.start()
-        ends = await _position(reader, kafka, topics.dlq, selection.since_ms)
-        summary.available = sum(end - await reader.position(tp) for tp, end in ends.items())
+        ends, summary.available = await _position(reader, kafka, topics.dlq, selection.since_ms)
         if progress is not None:
             progress(summary)
         acks = []
@@ -141,15 +140,22 @@ async def replay(
 
 async def _position(
     reader: AIOKafkaConsumer, kafka: KafkaSettings, topic: str, since_ms: int | None
-) -> dict[TopicPartition, int]:
-    """Assign every DLQ partition, seek to `since_ms` (or the beginning); the ends to read to."""
+) -> tuple[dict[TopicPartition, int], int]:
+    """Assign every DLQ partition and seek to `since_ms` (or the beginning).
+
+    Returns the end offset to read up to per partition with something to read,
+    and how many records that is.
+    """
     parts = await partitions(kafka, topic, timeout=10.0)
     reader.assign(parts)
+    starts: dict[TopicPartition, int] = await reader.beginning_offsets(parts)
     ends: dict[TopicPartition, int] = await reader.end_offsets(parts)
-    await reader.seek_to_beginning(*parts)
     if since_ms is not None:
         found = await reader.offsets_for_times({tp: since_ms for tp in parts})
         for tp in parts:
             hit = found.get(tp)
-            reader.seek(tp, hit.offset if hit is not None else ends[tp])
-    return {tp: end for tp, end in ends.items() if end > await reader.position(tp)}
+            starts[tp] = hit.offset if hit is not None else ends[tp]
+    for tp in parts:
+        reader.seek(tp, starts[tp])
+    todo = {tp: ends[tp] for tp in parts if ends[tp] > starts[tp]}
+    return todo, sum(end - starts[tp] for tp, end in todo.items())

@@ -23,12 +23,14 @@ from opentelemetry.trace import TracerProvider
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime import tracing
+from sluicegate.runtime.destinations import check_reply_to
 from sluicegate.runtime.kafka import (
     KafkaSettings,
     idempotent_producer,
     read_committed_consumer,
     wait_for_partitions,
 )
+from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult
@@ -149,9 +151,16 @@ class Client:
         return route(request, topics=self._settings.topics, pools=self._settings.pools)
 
     async def send(self, request: InferenceRequest) -> InferenceRequest:
-        """Produce `request` (acknowledged by the broker); returns it as sent."""
+        """Produce `request` (acknowledged by the broker); returns it as sent.
+
+        Raises `UnknownModelError` / `InvalidReplyToError` before producing
+        anything for a model not in the catalog or a reply_to no result may go to
+        (straight to a work topic, a typo would otherwise create `sg.work.<typo>.*`).
+        """
         if self._producer is None:
             raise RuntimeError("Client is not started; use `async with Client() as client`")
+        lookup(request.model)
+        check_reply_to(request.reply_to, self._settings.topics)
         sent = request.model_copy(
             update={
                 "reply_to": request.reply_to or self.reply_topic,

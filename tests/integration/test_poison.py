@@ -21,8 +21,10 @@ from sluicegate.ops.samples import render_text_image
 from sluicegate.runtime.kafka import KafkaSettings, admin_client
 from sluicegate.schemas.codec import decode_result, encode
 from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import InvalidReplyToError, UnknownModelError
 from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
+from sluicegate.streams.client import Client
 
 from .conftest import WorkerFactory
 from .streams_helpers import TopicReader, running_router
@@ -33,8 +35,12 @@ pytestmark = pytest.mark.integration
 Case = tuple[bytes, str]  # (record value, the error code expected)
 
 
+def _request(rid: str, **fields: Any) -> InferenceRequest:
+    return InferenceRequest(request_id=rid, model="text-embed", texts=["hi"], **fields)
+
+
 def _text(rid: str, **fields: Any) -> bytes:
-    return encode(InferenceRequest(request_id=rid, model="text-embed", texts=["hi"], **fields))
+    return encode(_request(rid, **fields))
 
 
 def cases(topics: TopicSettings, tmp: Path, tag: str) -> dict[str, tuple[str, Case]]:
@@ -145,7 +151,11 @@ async def _run_table(
 
 
 async def test_poison_fields_through_the_router_and_straight_to_work_topics(
-    run_worker: WorkerFactory, kafka: KafkaSettings, topics: TopicSettings, tmp_path: Path
+    run_worker: WorkerFactory,
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    tmp_path: Path,
+    client: Client,
 ) -> None:
     # Tenant topics, outside the test's own (internal) namespace.
     own = f"tenant-{uuid.uuid4().hex[:8]}"
@@ -211,6 +221,11 @@ async def test_poison_fields_through_the_router_and_straight_to_work_topics(
 
             await _run_table(kafka, topics, work_topic, direct, reader)
             await _good(kafka, topics.work("text-embed", "cpu"), reader, topics.results)
+        # The SDK refuses a typo before producing anything (it would route to a new topic).
+        with pytest.raises(UnknownModelError):
+            await client.send(InferenceRequest(request_id="sdk", model="text-embedd", texts=["a"]))
+        with pytest.raises(InvalidReplyToError):
+            await client.send(_request("sdk", reply_to=topics.dlq))
         admin = admin_client(kafka)
         await admin.start()
         try:
