@@ -42,10 +42,13 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from sluicegate.schemas.errors import InvalidReplyToError
+from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import ErrorCode, InvalidReplyToError
+from sluicegate.schemas.models import InferenceResult
 from sluicegate.schemas.settings import TopicSettings
 
 from .kafka import KafkaSettings
+from .records import Record
 
 log = logging.getLogger("sluicegate.destinations")
 
@@ -92,6 +95,26 @@ def reply_topic(reply_to: str | None, topics: TopicSettings) -> str:
     except InvalidReplyToError:
         return topics.results
     return reply_to or topics.results
+
+
+def unwritable(rec: Record, result: InferenceResult, topic: str, reason: str) -> DeadLetter:
+    """The dead letter for `rec` when `result` cannot go to its reply_to `topic`.
+
+    Its `message` is also the message of the `reply_to_unwritable` result that
+    replaces `result` on the results topic; it says what the result was.
+    """
+    code = ErrorCode.REPLY_TO_UNWRITABLE
+    was = result.error.code if result.error else result.status.value
+    return DeadLetter(
+        code=code,
+        message=f"reply_to {topic!r}: {reason} (the result was {was}); {code.message}",
+        error_class=reason.split("(", 1)[0],
+        stage="deliver",
+        source_topic=rec.topic,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+        request_id=result.request_id,
+    )
 
 
 def permanent(exc: BaseException) -> bool:

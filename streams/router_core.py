@@ -24,7 +24,7 @@ from opentelemetry.trace import Tracer
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
-from sluicegate.runtime.destinations import check_reply_to, reply_topic
+from sluicegate.runtime.destinations import check_reply_to, reply_topic, unwritable
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.results import ResultBuilder, router_label
 from sluicegate.schemas.codec import (
@@ -326,21 +326,9 @@ class RouterCore:
         results topic (`reply_to_unwritable`) and a DLQ record, instead."""
         assert refused.reply is not None, "only results bound for a reply_to have a fallback"
         self.stats[f"refused:{ErrorCode.REPLY_TO_UNWRITABLE}"] += 1
-        code = ErrorCode.REPLY_TO_UNWRITABLE
-        was = refused.reply.error.code if refused.reply.error else refused.reply.status.value
-        message = f"reply_to {refused.topic!r}: {reason} (the result was {was}); {code.message}"
-        rid = refused.reply.request_id
+        letter = unwritable(rec, refused.reply, refused.topic, reason)
+        rid, code, message = refused.reply.request_id, letter.code, letter.message
         log.warning("reply_to unwritable for %s[%d]@%d", rec.topic, rec.partition, rec.offset)
-        letter = DeadLetter(
-            code=code,
-            message=message,
-            error_class=reason.split("(", 1)[0],
-            stage="deliver",
-            source_topic=rec.topic,
-            source_partition=rec.partition,
-            source_offset=rec.offset,
-            request_id=rid,
-        )
         value = rec.value if request is None else encode(request)
         passed = [(k, v) for k, v in rec.headers if not k.startswith("sg-dlq-")]
         result = self._answers.failure(

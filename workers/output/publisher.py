@@ -22,11 +22,10 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
-from sluicegate.runtime.destinations import Destinations, permanent
+from sluicegate.runtime.destinations import Destinations, permanent, unwritable
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
@@ -113,23 +112,10 @@ class Publisher:
 
     def _unwritable(self, reply: Reply, reason: str) -> Reply:
         """The reply to send instead when its reply_to cannot take the result."""
-        assert reply.result is not None
-        code = ErrorCode.REPLY_TO_UNWRITABLE
-        was = reply.result.error.code if reply.result.error else reply.result.status.value
-        message = f"reply_to {reply.reply_to!r}: {reason} (the result was {was}); {code.message}"
-        rid = reply.result.request_id
-        result = self.answers.undecodable(rid, code, message)
+        assert reply.result is not None and reply.reply_to is not None
         rec = reply.record
-        letter = DeadLetter(
-            code=code,
-            message=message,
-            error_class=reason.split("(", 1)[0],
-            stage="deliver",
-            source_topic=rec.topic,
-            source_partition=rec.partition,
-            source_offset=rec.offset,
-            request_id=rid,
-        )
+        letter = unwritable(rec, reply.result, reply.reply_to, reason)
+        result = self.answers.undecodable(letter.request_id or "", letter.code, letter.message)
         return Reply(rec, result, letter, None, reply.span, reply.arrived)
 
     async def _deliver(self, reply: Reply) -> None:
