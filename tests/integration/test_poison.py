@@ -138,8 +138,10 @@ async def _run_table(
         await produce_raw(kafka, entry(name), value, rid.encode())
     rids = {rid for rid, _ in table.values()}
     await reader.wait_for(lambda _: rids <= set(_results(reader, topics.results)), timeout=120)
+    expected = {(rid, code) for rid, (_, code) in table.values()}
     await reader.wait_for(
-        lambda _: rids <= {d.request_id for d in _letters(reader, topics.dlq)}, timeout=60
+        lambda _: expected <= {(d.request_id, d.code) for d in _letters(reader, topics.dlq)},
+        timeout=60,
     )
     results, letters = _results(reader, topics.results), _letters(reader, topics.dlq)
     for name, (rid, (_, code)) in table.items():

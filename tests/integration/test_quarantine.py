@@ -122,14 +122,18 @@ async def test_a_record_that_kills_its_worker_repeatedly_is_quarantined(
             (answer,) = result_of(poison_id, reader.records)
             assert answer.status is Status.ERROR
             assert answer.error is not None and answer.error.code == "poison"
-            letters = [
-                DeadLetter.from_headers(list(r.headers))
-                for r in reader.records
-                if r.topic == topics.dlq
-            ]
-            assert [(d.code, d.source_offset) for d in letters if d.request_id == poison_id] == [
-                ("poison", offset)
-            ]
+
+            def letters(records: list[Any]) -> list[tuple[str, int]]:
+                return [
+                    (d.code, d.source_offset)
+                    for d in (DeadLetter.from_headers(list(r.headers))
+                              for r in records if r.topic == topics.dlq)
+                    if d.request_id == poison_id
+                ]  # fmt: skip
+
+            # Produced with the result, but read in its own time: wait for it.
+            await reader.wait_for(lambda recs: bool(letters(recs)), timeout=60)
+            assert letters(reader.records) == [("poison", offset)]
             # The same worker still serves: a good request gets ok.
             good = InferenceRequest(request_id=uuid.uuid4().hex, model="text-embed", texts=["hi"])
             await _produce(kafka, work, good)
