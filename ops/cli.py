@@ -13,6 +13,7 @@ import typer
 from .cli_bench import bench_app
 from .cli_chaos import chaos_app
 from .cli_client import client_app
+from .cli_dlq import dlq_app
 from .cli_generate import generate_app
 from .cli_models import models_app
 from .cli_route import route_app
@@ -41,6 +42,7 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(bench_app, name="bench")
 app.add_typer(generate_app, name="generate")
 app.add_typer(chaos_app, name="chaos")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -79,6 +79,20 @@ def bench_router(
     sys.stdout.write(json.dumps(figures, indent=2) + "\n")
 
 
+@bench_app.command("quarantine")
+def bench_quarantine_cmd(
+    count: Annotated[int, typer.Option(help="Requests per run.")] = 5000,
+    rounds: Annotated[int, typer.Option(help="Runs with quarantine on and off each.")] = 2,
+) -> None:
+    """Measure crash-loop quarantine's cost: a null-backend worker on vs off (prints JSON)."""
+    from sluicegate.workers.config import WorkerSettings
+
+    from .bench.quarantine_cost import bench_quarantine
+
+    figures = asyncio.run(bench_quarantine(WorkerSettings().kafka, count=count, rounds=rounds))
+    sys.stdout.write(json.dumps(figures, indent=2) + "\n")
+
+
 @bench_app.command("tracing")
 def bench_tracing(
     iterations: Annotated[int, typer.Option(help="Simulated requests per variant.")] = 20_000,

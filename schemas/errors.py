@@ -13,7 +13,9 @@ or a DLQ header, and a message that names the fix.
     │   ├── UnsupportedImageError  unsupported_image_format  a format outside the allow-list
     │   └── ImageOutsideRootError  image_outside_root        file:// path outside the allowed root
     ├── InvalidInputError          invalid_input    inputs do not fit the model
-    └── UnknownModelError          unknown_model    no such model in the catalog
+    ├── UnknownModelError          unknown_model    no such model in the catalog
+    ├── InvalidReplyToError        invalid_reply_to reply_to not a legal topic, or internal
+    └── QuarantinedError           poison           running each time a worker died
 
 `ErrorCode` lists every code a result's `error.code` or a DLQ record's
 `sg-dlq-code` header can carry: the wire errors above, the refusals the
@@ -44,6 +46,11 @@ class ErrorCode(StrEnum):
     IMAGE_OUTSIDE_ROOT = "image_outside_root"
     INVALID_INPUT = "invalid_input"
     UNKNOWN_MODEL = "unknown_model"
+    INVALID_REPLY_TO = "invalid_reply_to"
+    # Where a result could not go, or what was refused without running.
+    REPLY_TO_UNWRITABLE = "reply_to_unwritable"
+    POISON = "poison"
+    CONTROL_MALFORMED = "control_malformed"
     # Refusals answered by the router or a worker without running the request.
     CANCELLED = "cancelled"
     OVER_BUDGET = "over_budget"
@@ -86,6 +93,23 @@ _MESSAGES: dict[ErrorCode, str] = {
     ),
     ErrorCode.INVALID_INPUT: "the inputs do not fit the model; see the model's catalog entry",
     ErrorCode.UNKNOWN_MODEL: "no such model in the catalog; check the model name",
+    ErrorCode.INVALID_REPLY_TO: (
+        "reply_to must be a legal Kafka topic name ([a-zA-Z0-9._-], 1..249 characters) and "
+        "not an internal sg.* topic; leave it empty for sg.results or use an allowed prefix "
+        "(SLUICEGATE_TOPICS__REPLY_TO_PREFIXES)"
+    ),
+    ErrorCode.REPLY_TO_UNWRITABLE: (
+        "the reply_to topic does not exist, may not be written or refused the record; the "
+        "result went to sg.results instead: create the topic (and grant Write) or drop reply_to"
+    ),
+    ErrorCode.POISON: (
+        "the record was being processed each time a worker died; it was quarantined without "
+        "running: fix the input (see the DLQ record), then `sluicegate dlq replay`"
+    ),
+    ErrorCode.CONTROL_MALFORMED: (
+        "a record on the control topic could not be read and was ignored; write control records "
+        "with `sluicegate route` / `sluicegate cancel`"
+    ),
     ErrorCode.CANCELLED: (
         "the request was cancelled (a cancel record on the control topic) before it ran"
     ),
@@ -152,3 +176,13 @@ class InvalidInputError(WireError):
 
 class UnknownModelError(WireError):
     code = ErrorCode.UNKNOWN_MODEL
+
+
+class InvalidReplyToError(WireError):
+    code = ErrorCode.INVALID_REPLY_TO
+
+
+class QuarantinedError(WireError):
+    """Refused at admission without running: crash-loop quarantine (`workers.quarantine`)."""
+
+    code = ErrorCode.POISON

@@ -24,6 +24,11 @@ class TopicSettings(BaseModel):
     control: str = topics.CONTROL
     shadow_results: str = topics.SHADOW_RESULTS
     telemetry_rollup: str = topics.TELEMETRY_ROLLUP
+    # Compacted: attempt counts of the records a worker was running (crash-loop quarantine).
+    attempts: str = topics.ATTEMPTS
+    # Topics a request's reply_to may name besides the results topic, by prefix
+    # (e.g. ["tenant-a."]); empty: any legal topic outside the internal namespace.
+    reply_to_prefixes: tuple[str, ...] = ()
 
     def work(self, model: str, pool: str) -> str:
         return topics.work_topic(model, pool, prefix=self.work_prefix)
@@ -31,5 +36,11 @@ class TopicSettings(BaseModel):
     @classmethod
     def prefixed(cls, prefix: str) -> TopicSettings:
         """Every default topic name under `prefix` instead of `sg` (tests, benchmarks)."""
-        names = cls().model_dump()
+        names = {k: v for k, v in cls().model_dump().items() if isinstance(v, str)}
         return cls(**{field: prefix + name.removeprefix("sg") for field, name in names.items()})
+
+    def internal(self) -> tuple[str, ...]:
+        """Prefixes (ending in `.`) and names of the topics only sluicegate itself writes."""
+        namespace = self.requests.rsplit(".", 1)[0] + "."  # `sg.` (or a test's own prefix)
+        names = (self.requests, self.control, self.dlq, self.telemetry, self.attempts)
+        return (namespace, self.work_prefix + ".", *names)

@@ -17,6 +17,8 @@ CONTROL = "sg.control"
 # Results of shadow traffic: never read by clients, diffed against the primary.
 SHADOW_RESULTS = "sg.shadow.results"
 TELEMETRY_ROLLUP = "sg.telemetry.rollup"
+# Compacted: how often each in-flight input record was being run when a worker died.
+ATTEMPTS = "sg.attempts"
 
 
 def work_topic(model: str, pool: Pool | str, *, prefix: str = WORK_PREFIX) -> str:

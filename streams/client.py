@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.destinations import check_reply_to
 from sluicegate.runtime.kafka import (
     KafkaSettings,
     idempotent_producer,
@@ -42,6 +43,7 @@ from sluicegate.runtime.kafka import (
     wait_for_partitions,
 )
 from sluicegate.runtime.stackfile import follow_stack
+from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.control import Cancel
 from sluicegate.schemas.errors import WireError
@@ -186,9 +188,16 @@ class Client:
         return route(request, topics=self._settings.topics, pools=self._settings.pools)
 
     async def send(self, request: InferenceRequest) -> InferenceRequest:
-        """Produce `request` (acknowledged by the broker); returns it as sent."""
+        """Produce `request` (acknowledged by the broker); returns it as sent.
+
+        Raises `UnknownModelError` / `InvalidReplyToError` before producing
+        anything for a model not in the catalog or a reply_to no result may go to
+        (straight to a work topic, a typo would otherwise create `sg.work.<typo>.*`).
+        """
         if self._producer is None:
             raise ClientNotStarted()
+        lookup(request.model)
+        check_reply_to(request.reply_to, self._settings.topics)
         sent = request.model_copy(
             update={
                 "reply_to": request.reply_to or self.reply_topic,

@@ -5,6 +5,14 @@ returns once it has caught up with the end offsets it saw), then follows it,
 so every instance converges on the same table within a fetch round trip.
 `publish_route()` / `rollback_route()` / `publish_cancel()` are what
 `sluicegate route set|rollback` and `sluicegate cancel` call.
+
+Anyone who may write the topic can write garbage to it (bad msgpack, a wrong
+schema, a key with an unknown prefix, a huge value). Such a record is
+skipped, never applied and never fatal; once caught up, the reader hands it
+to `on_malformed` (the router dead-letters it, reason `control_malformed`).
+Records seen while catching up at start-up are only logged: every router
+re-reads the whole topic at start, and dead-lettering them again on every
+restart would flood the DLQ.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
-from sluicegate.schemas.errors import WireError
 
 from .errors import NoEarlierRouteError
 
@@ -86,9 +93,13 @@ class ControlReader:
         topic: str,
         state: ControlState | None = None,
         on_change: Callable[[str], None] | None = None,
+        on_malformed: Callable[[Record, Exception], None] | None = None,
     ) -> None:
         self.state = state or ControlState()
         self._on_change = on_change
+        self._on_malformed = on_malformed
+        self._caught_up = False
+        self.malformed = 0  # records skipped
         self._follower = Follower(
             kafka=kafka, topic=topic, handle=self._apply, start="beginning", name="control"
         )
@@ -96,6 +107,7 @@ class ControlReader:
     async def start(self, *, timeout: float = 30.0) -> None:
         """Read the topic up to its current end, then keep following it in a task."""
         await self._follower.start(catch_up=True, timeout=timeout)
+        self._caught_up = True
 
     async def stop(self) -> None:
         await self._follower.stop()
@@ -116,8 +128,11 @@ class ControlReader:
     def _apply(self, rec: Record) -> None:
         try:
             key, record = decode_control(rec.key, rec.value, list(rec.headers))
-        except (WireError, ValueError) as exc:
+        except Exception as exc:  # any bytes at all: nothing here may stop the follower
+            self.malformed += 1
             log.warning("skipped control record @%d: %s", rec.offset, type(exc).__name__)
+            if self._caught_up and self._on_malformed is not None:
+                self._on_malformed(rec, exc)
             return
         now = now_ms()
         self.state.apply(key, record, now=now)

@@ -37,20 +37,24 @@ from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.destinations import Destinations, permanent
 from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.kafka import consumer as kafka_consumer
 from sluicegate.runtime.lifecycle import Service
+from sluicegate.runtime.records import Record
 from sluicegate.runtime.supervise import serve_together, watch
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
+from sluicegate.schemas.models import InferenceRequest
 
 from .cache import ResultCache
 from .control import ControlReader, ControlState
 from .drift import DriftMonitor
 from .failover import PoolWatch
 from .health import PoolHealth
+from .ingress import Prepared, Refused
 from .liveness import PoolLiveness
 from .pii import PiiMasker
 from .quota import TenantQuotas
@@ -80,6 +84,7 @@ class Router(Service):
             kafka=settings.kafka,
             topic=settings.topics.control,
             state=ControlState(cancel_ttl_s=settings.cancel_ttl_s),
+            on_malformed=lambda rec, exc: self._core.malformed_control(rec, exc),
         )
         liveness = PoolLiveness(ttl_s=r.liveness_ttl_s)
         health = PoolHealth(
@@ -109,6 +114,7 @@ class Router(Service):
         self._limits = WireLimits(image_root=settings.image_root)
         self._counter: TokenCounter | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._destinations = Destinations.for_kafka(settings.kafka)
 
     @property
     def control(self) -> ControlReader:
@@ -170,6 +176,7 @@ class Router(Service):
                 await consumer.stop()
         finally:
             await producer.stop()
+            await self._destinations.close()
             for follower in followers:
                 await follower.stop()
             await self._control.stop()
@@ -198,17 +205,65 @@ class Router(Service):
         )
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
-            sends += await self._send(self._core.handle(rec, outcome))
+            request = outcome.request if isinstance(outcome, Prepared | Refused) else None
+            sends += await self._send(self._core.handle(rec, outcome), rec, request)
         await asyncio.gather(*sends)
         await consumer.commit()
 
-    async def _send(self, records: list[Produce]) -> list[asyncio.Future[Any]]:
-        """Hand `records` to the producer in order; the futures resolve once acknowledged."""
+    async def _send(
+        self,
+        records: list[Produce],
+        rec: Record | None = None,
+        request: InferenceRequest | None = None,
+    ) -> list[asyncio.Future[Any]]:
+        """Hand `records` to the producer in order; the futures resolve once acknowledged.
+
+        A result for a reply_to that does not exist, may not be written or refuses
+        the record is answered `reply_to_unwritable` on the results topic instead
+        (`RouterCore.unwritable`), never raised out of the loop.
+        """
+        out: list[asyncio.Future[Any]] = []
+        for p in records:
+            if p.reply is not None and rec is not None:
+                if not await self._destinations.writable(p.topic):
+                    reason = "the topic does not exist or is not authorized"
+                    out += await self._send(self._core.unwritable(rec, request, p, reason))
+                    continue
+                try:
+                    ack = await self._produce(p)
+                except Exception as exc:
+                    if not permanent(exc):
+                        raise
+                    out += await self._send(self._core.unwritable(rec, request, p, repr(exc)))
+                    continue
+                out.append(asyncio.ensure_future(self._acked(ack, p, rec, request)))
+            else:
+                out.append(await self._produce(p))
+        return out
+
+    async def _produce(self, p: Produce) -> asyncio.Future[Any]:
         assert self._producer is not None
-        return [
-            await self._producer.send(p.topic, p.value, key=p.key, headers=p.headers)
-            for p in records
-        ]
+        ack: asyncio.Future[Any] = await self._producer.send(
+            p.topic, p.value, key=p.key, headers=p.headers
+        )
+        return ack
+
+    async def _acked(
+        self,
+        ack: asyncio.Future[Any],
+        p: Produce,
+        rec: Record,
+        request: InferenceRequest | None,
+    ) -> None:
+        try:
+            await ack
+        except Exception as exc:
+            if not permanent(exc):
+                raise
+            self._destinations.refused(p.topic)
+            await asyncio.gather(
+                *await self._send(self._core.unwritable(rec, request, p, repr(exc)))
+            )
 
 
 __all__ = ["Router", "RouterSettings"]

@@ -24,6 +24,7 @@ from opentelemetry.trace import Tracer
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.destinations import check_reply_to, reply_topic, unwritable
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.results import ResultBuilder, router_label
 from sluicegate.schemas.codec import (
@@ -43,7 +44,7 @@ from sluicegate.schemas.control import (
 )
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.errors import ErrorCode, WireError
+from sluicegate.schemas.errors import ErrorCode, InvalidReplyToError, WireError
 from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
 
@@ -72,6 +73,9 @@ class Produce:
     value: bytes | None  # None: a tombstone
     key: bytes | None = None
     headers: list[tuple[str, bytes]] | None = None
+    # A result bound for a request's reply_to: if that topic cannot take it, the loop
+    # answers `reply_to_unwritable` on the results topic instead (`runtime.destinations`).
+    reply: InferenceResult | None = None
 
 
 def decode_all(
@@ -122,6 +126,7 @@ class RouterCore:
         self._clock = clock
         self._answers = ResultBuilder(worker=router_label())
         self.stats: Counter[str] = Counter()
+        self._letters: list[Produce] = []  # DLQ records of malformed control records
 
     def handle(self, rec: Record, outcome: Outcome) -> list[Produce]:
         """The records to produce for `rec`, in the order to send them."""
@@ -130,6 +135,10 @@ class RouterCore:
         if isinstance(outcome, Refused):
             return self._refuse(rec, outcome.error, outcome.request)
         request, now = outcome.request, self._clock()
+        try:
+            check_reply_to(request.reply_to, self._topics)
+        except InvalidReplyToError as exc:
+            return self._refuse(rec, exc, request)
         rid = request.request_id
         alarms = self._observe(request.model, outcome.features, now)
         if self._control.cancelled(rid):
@@ -201,12 +210,34 @@ class RouterCore:
                 self.stats["shadowed"] += 1
             return out
 
+    def malformed_control(self, rec: Record, exc: Exception) -> None:
+        """A control record that could not be read: its DLQ record goes out with the
+        next `tombstones()` (keyed by its position, so copies from several routers
+        are recognisable as one)."""
+        self.stats["control_malformed"] += 1
+        code = ErrorCode.CONTROL_MALFORMED
+        letter = DeadLetter(
+            code=code,
+            message=f"{type(exc).__name__}: {exc}"[:300] + f"; {code.message}",
+            error_class=type(exc).__name__,
+            stage="control",
+            source_topic=rec.topic,
+            source_partition=rec.partition,
+            source_offset=rec.offset,
+        )
+        key = f"{rec.topic}/{rec.partition}/{rec.offset}".encode()
+        self._letters.append(
+            Produce(topic=self._topics.dlq, value=rec.value, key=key, headers=letter.to_headers())
+        )
+
     def tombstones(self) -> list[Produce]:
-        """Tombstones for the cancels that expired since the last call (each at most once)."""
+        """Tombstones for the cancels that expired since the last call (each at most once),
+        after the DLQ records of malformed control records seen since."""
         self._control.expire(now=self._clock())
         topic = self._topics.control
-        return [Produce(topic=topic, value=None, key=f"cancel/{rid}".encode()) for rid in
-                self._control.take_stale()]  # fmt: skip
+        letters, self._letters = self._letters, []
+        return letters + [Produce(topic=topic, value=None, key=f"cancel/{rid}".encode())
+                          for rid in self._control.take_stale()]  # fmt: skip
 
     # -- what the followers see ---------------------------------------------
 
@@ -292,6 +323,41 @@ class RouterCore:
             out.append(self._result(result, request))
         return out
 
+    def unwritable(
+        self, rec: Record, request: InferenceRequest | None, refused: Produce, reason: str
+    ) -> list[Produce]:
+        """`refused` (a result for a reply_to) cannot be written: an error result on the
+        results topic (`reply_to_unwritable`) and a DLQ record, instead."""
+        assert refused.reply is not None, "only results bound for a reply_to have a fallback"
+        self.stats[f"refused:{ErrorCode.REPLY_TO_UNWRITABLE}"] += 1
+        letter = unwritable(rec, refused.reply, refused.topic, reason)
+        rid, code, message = refused.reply.request_id, letter.code, letter.message
+        log.warning("reply_to unwritable for %s[%d]@%d", rec.topic, rec.partition, rec.offset)
+        value = rec.value if request is None else encode(request)
+        passed = [(k, v) for k, v in rec.headers if not k.startswith("sg-dlq-")]
+        result = self._answers.failure(
+            rid,
+            model=refused.reply.model,
+            status=Status.ERROR,
+            code=code,
+            message=message,
+            created_ms=request.created_ms if request is not None else None,
+        )
+        return [
+            Produce(
+                topic=self._topics.dlq,
+                value=value,
+                key=rec.key,
+                headers=passed + letter.to_headers(),
+            ),
+            Produce(
+                topic=self._topics.results,
+                value=encode(result),
+                key=rid.encode(),
+                headers=headers(),
+            ),
+        ]
+
     def _over_quota(self, request: InferenceRequest, refusal: Refusal) -> Produce:
         q = self._quotas.quota(request.tenant)
         never = refusal.retry_after_s == float("inf")
@@ -330,12 +396,13 @@ class RouterCore:
         return self._result(result, request)
 
     def _result(self, result: InferenceResult, request: InferenceRequest | None) -> Produce:
-        topic = (request.reply_to if request is not None else None) or self._topics.results
+        topic = reply_topic(request.reply_to if request is not None else None, self._topics)
         return Produce(
             topic=topic,
             value=encode(result),
             key=result.request_id.encode(),
             headers=headers(),
+            reply=result if topic != self._topics.results else None,
         )
 
 

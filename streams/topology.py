@@ -13,7 +13,7 @@ from sluicegate.schemas.settings import TopicSettings
 
 
 def default_topics(topics: TopicSettings, pools: Iterable[str] = ("cpu",)) -> list[str]:
-    names = [topics.requests, topics.results, topics.telemetry, topics.dlq]
+    names = [topics.requests, topics.results, topics.telemetry, topics.dlq, topics.attempts]
     names += [topics.work(model, pool) for model in CATALOG for pool in pools]
     return names
 
@@ -31,7 +31,7 @@ def streams_topics(topics: TopicSettings) -> list[str]:
 
 def compacted_topics(topics: TopicSettings) -> list[str]:
     """Topics whose latest record per key is the state: log compaction, never deletion."""
-    return [topics.control]
+    return [topics.control, topics.attempts]
 
 
 async def ensure_topics(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sluicegate.runtime.destinations import check_reply_to
 from sluicegate.runtime.images import load_image
 from sluicegate.schemas.catalog import ModelSpec, lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits, decode_request
@@ -17,6 +18,7 @@ from sluicegate.schemas.errors import (
     InvalidInputError,
 )
 from sluicegate.schemas.models import InferenceRequest
+from sluicegate.schemas.settings import TopicSettings
 
 from .backends.base import ModelInputs
 
@@ -35,9 +37,15 @@ def admit(
     serving: ModelSpec,
     counter: TokenCounter,
     limits: WireLimits = DEFAULT_LIMITS,
+    topics: TopicSettings | None = None,
 ) -> Admitted:
-    """Decode, validate and cost one record for the model this worker serves."""
+    """Decode, validate and cost one record for the model this worker serves.
+
+    With `topics`, `reply_to` is checked too (`runtime.destinations.check_reply_to`).
+    """
     request = decode_request(value, headers, limits=limits)
+    if topics is not None:
+        check_reply_to(request.reply_to, topics)
     spec = lookup(request.model)
     if spec.name != serving.name:
         raise InvalidInputError(

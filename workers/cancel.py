@@ -6,7 +6,8 @@ way a cancelled request is answered `rejected: cancelled` instead of run. The wa
 the control topic from the beginning (a `runtime.follow.Follower`) and has
 caught up with what was there when `start()` returned, so a cancel produced
 before the worker started is honoured. Route records on the same topic are
-ignored here. A missing control topic is not fatal: the worker serves, logs
+ignored here, and so are malformed records (logged; the router dead-letters
+them, `streams.control`). A missing control topic is not fatal: the worker serves, logs
 it, and the follower keeps looking. Cancels older than `ttl_s` are forgotten.
 
 Failure surface: if the follower dies, cancels would silently stop being
@@ -23,7 +24,7 @@ from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.control import CANCEL_PREFIX, Cancel, decode_control
-from sluicegate.schemas.errors import ErrorCode, WireError
+from sluicegate.schemas.errors import ErrorCode
 
 log = logging.getLogger("sluicegate.worker.cancel")
 
@@ -76,7 +77,8 @@ class CancelWatcher:
             return
         try:
             key, cancel = decode_control(rec.key, rec.value, list(rec.headers))
-        except (WireError, ValueError):
+        except Exception as exc:  # any bytes at all: a bad record never stops the follower
+            log.warning("skipped control record @%d: %s", rec.offset, type(exc).__name__)
             return
         if isinstance(cancel, Cancel) and now_ms() - cancel.ts_ms <= self._ttl_ms:
             self._cancels[cancel.request_id] = cancel.ts_ms

@@ -102,6 +102,10 @@ class WorkerSettings(BaseSettings):
     # (the brokers' default minimum) for a faster failover.
     session_timeout_ms: int = Field(default=10_000, ge=1000)
 
+    # Crash-loop quarantine: a record that was running each time this many workers
+    # died is answered `poison` and dead-lettered instead of run (0: off).
+    quarantine_after: int = Field(default=3, ge=0)
+
     def policy(self) -> BatchPolicy:
         """The model x pool default budget with this process's overrides applied."""
         base = default_policy(self.model, self.pool)

@@ -30,6 +30,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime.clock import now_ms
+from sluicegate.runtime.destinations import Destinations
 from sluicegate.runtime.kafka import read_committed_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
@@ -45,6 +46,7 @@ from .cancel import CANCELLED_MESSAGE, CancelWatcher
 from .config import WorkerSettings
 from .output import Delivery, Publisher, Reply, default_delivery
 from .prep import Preprocessor
+from .quarantine import Quarantine
 from .resilience import Resilient
 from .scheduler import EXPIRED_MESSAGE, Backpressure, Job, Scheduler, Ticket
 from .tracing import WorkerObserver
@@ -105,19 +107,23 @@ class Worker(Service):
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
         )
-        self._prep = Preprocessor(settings=settings)
+        self._quarantine = Quarantine.of(settings)
+        self._prep = Preprocessor(settings=settings, quarantine=self._quarantine)
         self._resilient = Resilient(backend=backend, model=settings.model, settings=settings.triton)
         self._delivery = delivery if delivery is not None else default_delivery(settings)
         self._delivery.on_drop(self.forget)
         self._batches = BatchStage(
             resilient=self._resilient, answers=self._answers, observer=self._obs, clock=clock
         )
+        self._destinations = Destinations.for_kafka(settings.kafka)
         self._publisher = Publisher(
             delivery=self._delivery,
             topics=settings.topics,
             answers=self._answers,
             observer=self._obs,
             clock=clock,
+            destinations=self._destinations,
+            quarantine=self._quarantine,
         )
         control = settings.topics.control
         self._cancels = cancels or CancelWatcher(kafka=settings.kafka, topic=control)
@@ -161,6 +167,7 @@ class Worker(Service):
             heartbeat_interval_ms=s.session_timeout_ms // 3,
         )
         await self._cancels.start()
+        await self._quarantine.start()
         try:
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
@@ -193,6 +200,8 @@ class Worker(Service):
                 await self._delivery.stop(consumer)
             finally:
                 await self._cancels.stop()
+                await self._quarantine.stop()
+                await self._destinations.close()
                 await consumer.stop()
                 self._prep.stop()
         if self._fatal is not None:
@@ -342,6 +351,7 @@ class Worker(Service):
 
     async def _run_batch(self, batch: Batch[Job]) -> None:
         try:
+            await self._quarantine.begin([job.record for job in batch.items])
             done = await self._batches.run(batch)
         finally:
             self._scheduler.finished(batch)

@@ -19,15 +19,18 @@ from sluicegate.schemas.errors import WireError
 
 from .admission import Admitted, admit
 from .config import WorkerSettings
+from .quarantine import Quarantine
 
 
 class Preprocessor:
     """Owns the thread pool; `start()` before `admit`, `stop()` once at the end."""
 
-    def __init__(self, *, settings: WorkerSettings) -> None:
+    def __init__(self, *, settings: WorkerSettings, quarantine: Quarantine | None = None) -> None:
+        self._quarantine = quarantine
         self._spec = lookup(settings.model)
         self._threads = settings.preprocess_threads
         self._limits = WireLimits(image_root=settings.image_root)
+        self._topics = settings.topics
         self._slots = asyncio.Semaphore(settings.preprocess_threads)
         self._executor: ThreadPoolExecutor | None = None
         self._counter: TokenCounter | None = None
@@ -44,11 +47,19 @@ class Preprocessor:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def admit(self, records: Sequence[Record]) -> list[Admitted | WireError]:
-        """One outcome per record, in order: admitted, or the `WireError` refusing it."""
+        """One outcome per record, in order: admitted, or the `WireError` refusing it.
+
+        A record in quarantine (`workers.quarantine`) is refused `poison` whatever it holds.
+        """
         assert self._executor is not None, "start() first"
         async with self._slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._admit_all, records)
+            outcomes = await loop.run_in_executor(self._executor, self._admit_all, records)
+        if self._quarantine is None:
+            return outcomes
+        return [
+            self._quarantine.check(rec) or out for rec, out in zip(records, outcomes, strict=True)
+        ]
 
     def _admit_all(self, records: Sequence[Record]) -> list[Admitted | WireError]:
         assert self._counter is not None
@@ -62,6 +73,7 @@ class Preprocessor:
                         serving=self._spec,
                         counter=self._counter,
                         limits=self._limits,
+                        topics=self._topics,
                     )
                 )
             except WireError as exc:

@@ -14,7 +14,8 @@ WIRE_VALUES = {
     "invalid_image", "unsupported_image_format", "image_outside_root", "invalid_input",
     "unknown_model", "cancelled", "over_budget", "over_quota", "deadline_expired",
     "worker_error", "backend_error", "backend_unavailable", "deadline_exceeded",
-    "backend_rejected", "error",
+    "backend_rejected", "error", "invalid_reply_to", "reply_to_unwritable", "poison",
+    "control_malformed",
 }  # fmt: skip
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from opentelemetry.trace import INVALID_SPAN
 
 from sluicegate.runtime.kafka import KafkaSettings
@@ -12,7 +17,7 @@ from sluicegate.workers.answers import Answers, dead_letter
 from sluicegate.workers.output import AtLeastOnce, Publisher, Reply
 from sluicegate.workers.tracing import WorkerObserver
 
-from .test_delivery import FakeProducer, rec
+from .test_delivery import P0, FakeProducer, rec
 
 TOPICS = TopicSettings()
 ANSWERS = Answers(model="text-embed", pool="default", worker="test:1")
@@ -64,3 +69,54 @@ async def test_a_record_without_a_request_id_gets_only_a_dead_letter() -> None:
     await publisher.publish([Reply(rec(0), None, dlq, None)])
     assert [t for t, _ in producer.sent] == [TOPICS.dlq]
     assert publisher.results_produced == 0
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses every record for one topic, as a broker does one too large for it."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def send(
+        self, topic: str, value: bytes | None, *, key: bytes | None, headers: list[Any]
+    ) -> asyncio.Future[Any]:
+        fut = await super().send(topic, value, key=key, headers=headers)
+        if topic == self.refused:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(MessageSizeTooLargeError())
+        return fut
+
+
+async def test_a_reply_to_that_refuses_the_record_gets_the_result_on_the_results_topic() -> None:
+    producer = RefusingProducer("tiny.results")
+    delivery = AtLeastOnce(kafka=KafkaSettings(), producer=producer)
+    observer = WorkerObserver(model="text-embed", pool="default", topic="work", budget=100)
+    publisher = Publisher(
+        delivery=delivery, topics=TOPICS, answers=ANSWERS, observer=observer, clock=lambda: 0.0
+    )
+    reply = ok(4, "big", reply_to="tiny.results")
+    delivery.accept(reply.record)
+
+    await publisher.publish([reply])  # does not raise: the loop goes on
+
+    (result,) = [decode_result(v or b"") for t, v in producer.sent if t == TOPICS.results]
+    assert result.request_id == "big" and result.error is not None
+    assert (
+        result.error.code == "reply_to_unwritable" and "(the result was ok)" in result.error.message
+    )
+    assert [t for t, _ in producer.sent].count(TOPICS.dlq) == 1
+    assert delivery.lag({P0: 5}) == {P0: 0}  # its offset is done: committable
+
+
+async def test_a_failure_on_the_results_topic_itself_still_stops_the_worker() -> None:
+    producer = RefusingProducer(TOPICS.results)
+    delivery = AtLeastOnce(kafka=KafkaSettings(), producer=producer)
+    observer = WorkerObserver(model="text-embed", pool="default", topic="work", budget=100)
+    publisher = Publisher(
+        delivery=delivery, topics=TOPICS, answers=ANSWERS, observer=observer, clock=lambda: 0.0
+    )
+    reply = ok(0, "a")
+    delivery.accept(reply.record)
+    with pytest.raises(MessageSizeTooLargeError):
+        await publisher.publish([reply])  # the results topic itself: nowhere else to go

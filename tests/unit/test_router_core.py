@@ -258,3 +258,41 @@ def test_with_tracing_off_the_clients_trace_context_passes_on_unchanged() -> Non
     [[work]] = r.run(rec)
     kept = [(k, v) for k, v in work.headers or [] if k in {"traceparent", "tracestate"}]
     assert kept == [("traceparent", parent), ("tracestate", state)]
+
+
+# -- trust boundaries (issue 14) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("reply_to", ["bad topic/name!", TOPICS.control, "sg.work.ocr.cpu"])
+def test_an_illegal_or_internal_reply_to_is_refused_on_the_results_topic(reply_to: str) -> None:
+    request = InferenceRequest(request_id="r1", model="text-embed", texts=["hi"], reply_to=reply_to)
+    (out,) = rig().run(FakeRecord(encode(request), key=b"r1"))
+    assert {p.topic for p in out} == {TOPICS.dlq, TOPICS.results}  # never the reply_to
+    result = decode_result(next(p.value for p in out if p.topic == TOPICS.results) or b"")
+    assert result.error is not None and result.error.code == "invalid_reply_to"
+    letter = DeadLetter.from_headers(next(p.headers for p in out if p.topic == TOPICS.dlq) or [])
+    assert letter.code == "invalid_reply_to"
+
+
+def test_a_result_bound_for_an_unwritable_reply_to_falls_back_to_the_results_topic() -> None:
+    r = rig()
+    request = InferenceRequest(request_id="r2", model="nope", texts=["hi"], reply_to="mine.out")
+    rec = FakeRecord(encode(request), key=b"r2")
+    (out,) = r.run(rec)
+    (reply,) = [p for p in out if p.topic == "mine.out"]
+    assert reply.reply is not None  # marked: the loop may fall back
+    fallback = r.core.unwritable(rec, request, reply, "UnknownTopicOrPartitionError()")
+    assert [p.topic for p in fallback] == [TOPICS.dlq, TOPICS.results]
+    result = decode_result(fallback[1].value or b"")
+    assert result.error is not None and result.error.code == "reply_to_unwritable"
+    assert "unknown_model" in result.error.message  # what the result would have said
+
+
+def test_a_malformed_control_record_is_dead_lettered_with_the_next_tombstones() -> None:
+    r = rig()
+    bad = FakeRecord(b"\xc1", key=b"route/x", topic=TOPICS.control, offset=9)
+    r.core.malformed_control(bad, ValueError("not msgpack"))
+    (letter,) = r.core.tombstones()
+    assert letter.topic == TOPICS.dlq and letter.value == b"\xc1"
+    assert DeadLetter.from_headers(letter.headers or []).code == "control_malformed"
+    assert r.core.tombstones() == []  # once

@@ -5,6 +5,13 @@ reply's result, request telemetry and DLQ record go to the delivery
 together, their acknowledgements awaited together, and the batch's own
 telemetry event rides with the last reply's input (`Delivery.attach`).
 Each message carries its request's (or batch's) trace context.
+
+A result bound for a `reply_to` that does not exist, may not be written or
+refuses the record (`runtime.destinations`: checked before the produce, and
+classified `permanent()` when the produce fails) is answered
+`reply_to_unwritable` on the results topic instead, with a DLQ record; the
+worker goes on. Other produce failures propagate (the engine stops and the
+record is redelivered).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import INVALID_SPAN, Span
 
+from sluicegate.runtime.destinations import Destinations, permanent, unwritable
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.dlq import DeadLetter
@@ -22,6 +30,7 @@ from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
 
 from ..answers import Answers
+from ..quarantine import Quarantine
 from ..tracing import WorkerObserver
 from .delivery import Delivery, Outgoing
 
@@ -51,8 +60,12 @@ class Publisher:
         answers: Answers,
         observer: WorkerObserver,
         clock: Callable[[], float],
+        destinations: Destinations | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
+        self._quarantine = quarantine
         self._delivery = delivery
+        self._destinations = destinations
         self._topics = topics
         self.answers = answers  # replaced once the model version is known
         self._obs = observer
@@ -75,6 +88,37 @@ class Publisher:
             await self._delivery.attach(replies[-1].record, message)
 
     async def _one(self, reply: Reply) -> None:
+        await self._answer(reply)
+        if self._quarantine is not None:
+            await self._quarantine.end([reply.record])  # answered: no longer a suspect
+
+    async def _answer(self, reply: Reply) -> None:
+        topic = reply.reply_to or self._topics.results
+        if reply.result is None or topic == self._topics.results:
+            await self._deliver(reply)
+            return
+        dest = self._destinations
+        if dest is not None and not await dest.writable(topic):
+            await self._deliver(self._unwritable(reply, "the topic does not exist or is refused"))
+            return
+        try:
+            await self._deliver(reply)
+        except Exception as exc:
+            if not permanent(exc):
+                raise
+            if dest is not None:
+                dest.refused(topic)
+            await self._deliver(self._unwritable(reply, repr(exc)))
+
+    def _unwritable(self, reply: Reply, reason: str) -> Reply:
+        """The reply to send instead when its reply_to cannot take the result."""
+        assert reply.result is not None and reply.reply_to is not None
+        rec = reply.record
+        letter = unwritable(rec, reply.result, reply.reply_to, reason)
+        result = self.answers.undecodable(letter.request_id or "", letter.code, letter.message)
+        return Reply(rec, result, letter, None, reply.span, reply.arrived)
+
+    async def _deliver(self, reply: Reply) -> None:
         out: list[Outgoing] = []
         if reply.result is not None:
             topic = reply.reply_to or self._topics.results
