@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     IMAGE_OUTSIDE_ROOT = "image_outside_root"
     INVALID_INPUT = "invalid_input"
     UNKNOWN_MODEL = "unknown_model"
+    # A result (or work record) that can never be written where it was addressed.
+    REPLY_TO_UNWRITABLE = "reply_to_unwritable"
     # Refusals answered by the router or a worker without running the request.
     CANCELLED = "cancelled"
     OVER_BUDGET = "over_budget"
@@ -86,6 +88,10 @@ _MESSAGES: dict[ErrorCode, str] = {
     ),
     ErrorCode.INVALID_INPUT: "the inputs do not fit the model; see the model's catalog entry",
     ErrorCode.UNKNOWN_MODEL: "no such model in the catalog; check the model name",
+    ErrorCode.REPLY_TO_UNWRITABLE: (
+        "the record could not be written to its topic (missing, not writable or too large); "
+        "the result went to sg.results instead: create the topic, grant write, or send less"
+    ),
     ErrorCode.CANCELLED: (
         "the request was cancelled (a cancel record on the control topic) before it ran"
     ),

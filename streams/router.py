@@ -12,7 +12,10 @@ Those decisions are `RouterCore`'s (`router_core.py`, no I/O); this module
 is the loop around it: fetch, decide, produce, commit.
 
 Offsets are committed after everything a poll produced is acknowledged
-(at-least-once: a crash re-routes the last poll's records).
+(at-least-once: a crash re-routes the last poll's records), or, with
+`delivery = exactly_once`, in per-partition transactions with the records
+they produced (`router_output.py`). Routers in one group split each
+tenant's quota by their share of the request topic's partitions.
 
 State (routes, cancels, cached results, pool health) is in memory, rebuilt
 from topics at start: `sg.control` (compacted, read from the beginning),
@@ -36,10 +39,11 @@ from opentelemetry.trace import TracerProvider
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.follow import Follower
-from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.kafka import consumer as kafka_consumer
+from sluicegate.runtime.kafka import idempotent_producer, read_committed_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.supervise import serve_together, watch
+from sluicegate.runtime.transactions import ExactlyOnce
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
 
@@ -50,6 +54,7 @@ from .health import PoolHealth
 from .pii import PiiMasker
 from .quota import TenantQuotas
 from .router_core import Produce, RouterCore, decode_all
+from .router_output import RouterListener, outgoing
 from .router_settings import RouterSettings
 
 log = logging.getLogger("sluicegate.router")
@@ -71,6 +76,20 @@ class Router(Service):
         self._masker = PiiMasker(settings=settings.pii)
         self._cache = ResultCache(ttl_s=settings.cache_ttl_s) if settings.cache_ttl_s else None
         r = settings.routing
+        self._quotas = TenantQuotas(settings=settings.quota)
+        self._eos = (
+            ExactlyOnce(
+                kafka=settings.kafka,
+                group=settings.router_group_id,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+                dlq_topic=settings.topics.dlq,
+                results_topic=settings.topics.results,
+                stage="ingress",
+                max_produce_attempts=settings.max_produce_attempts,
+            )
+            if settings.delivery == "exactly_once"
+            else None
+        )
         self._control = ControlReader(
             kafka=settings.kafka,
             topic=settings.topics.control,
@@ -80,7 +99,7 @@ class Router(Service):
             topics=settings.topics,
             routing=r,
             control=self._control.state,
-            quotas=TenantQuotas(settings=settings.quota),
+            quotas=self._quotas,
             health=PoolHealth(max_error_rate=r.max_error_rate, ttl_s=r.health_ttl_s),
             drift=DriftMonitor(settings=settings.drift),
             cache=self._cache,
@@ -97,6 +116,14 @@ class Router(Service):
     @property
     def stats(self) -> Counter[str]:
         return self._core.stats
+
+    @property
+    def quotas(self) -> TenantQuotas:
+        return self._quotas
+
+    @property
+    def exactly_once(self) -> ExactlyOnce | None:
+        return self._eos
 
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
@@ -122,7 +149,8 @@ class Router(Service):
                 )
             )
         producer = idempotent_producer(s.kafka, linger_ms=2)
-        consumer = kafka_consumer(
+        make_consumer = kafka_consumer if self._eos is None else read_committed_consumer
+        consumer = make_consumer(
             s.kafka,
             group_id=s.router_group_id,
             enable_auto_commit=False,
@@ -133,10 +161,24 @@ class Router(Service):
             for follower in followers:
                 await follower.start()
             await producer.start()
+            if self._eos is not None:
+                await self._eos.start()
             self._producer = producer
-            consumer.subscribe([s.topics.requests], listener=OnFirstAssignment(ready.set))
+            listener = RouterListener(
+                consumer=consumer,
+                topic=s.topics.requests,
+                quotas=self._quotas,
+                exactly_once=self._eos,
+                ready=ready.set,
+            )
+            consumer.subscribe([s.topics.requests], listener=listener)
             await consumer.start()
-            log.info("router reading %s as group %s", s.topics.requests, s.router_group_id)
+            log.info(
+                "router reading %s as group %s (%s)",
+                s.topics.requests,
+                s.router_group_id,
+                s.delivery,
+            )
             try:
                 await serve_together(
                     self._loop(stop, consumer, executor),
@@ -144,6 +186,8 @@ class Router(Service):
                     *(watch(stop, follower) for follower in followers),
                 )
             finally:
+                if self._eos is not None:
+                    await self._eos.stop(consumer)
                 await consumer.stop()
         finally:
             await producer.stop()
@@ -164,7 +208,13 @@ class Router(Service):
     async def _poll_once(self, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor) -> None:
         batches = await consumer.getmany(timeout_ms=200, max_records=self._s.router_max_records)
         records = [rec for recs in batches.values() for rec in recs]
+        eos = self._eos
+        if eos is not None:
+            # Fetched while a partition was being (re)opened: the seek re-reads them.
+            records = [rec for rec in records if eos.accept(rec)]
         if not records:
+            if eos is not None:
+                await eos.commit(consumer)
             return
         counter, masker = self._counter, self._masker
         assert counter is not None
@@ -173,6 +223,11 @@ class Router(Service):
         outcomes = await loop.run_in_executor(
             executor, lambda: decode_all(records, masker=masker, counter=counter, limits=limits)
         )
+        if eos is not None:
+            for rec, outcome in zip(records, outcomes, strict=True):
+                await eos.publish(rec, [outgoing(p) for p in self._core.handle(rec, outcome)])
+            await eos.commit(consumer)
+            return
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
             sends += await self._send(self._core.handle(rec, outcome))

@@ -72,6 +72,9 @@ class Produce:
     value: bytes | None  # None: a tombstone
     key: bytes | None = None
     headers: list[tuple[str, bytes]] | None = None
+    # The request id a result answers or a work record carries (exactly-once
+    # delivery answers it with an error if the record can never be written).
+    answers: str | None = None
 
 
 def decode_all(
@@ -176,6 +179,7 @@ class RouterCore:
                     value=encode(request),
                     key=rec.key,
                     headers=passed + _routing(decision, decision.version),
+                    answers=rid,
                 ),
             ]
             self.stats["routed"] += 1
@@ -332,6 +336,7 @@ class RouterCore:
             value=encode(result),
             key=result.request_id.encode(),
             headers=headers(),
+            answers=result.request_id,
         )
 
 

@@ -1,4 +1,4 @@
-"""The seven fault scenarios. Each injects its faults into a running `ChaosRun`.
+"""The nine fault scenarios. Each injects its faults into a running `ChaosRun`.
 
 Fault points are tied to progress (a fraction of the requests answered), not
 to wall time, so a scenario behaves alike on a fast and a slow machine.
@@ -23,6 +23,7 @@ class Scenario:
     summary: str
     inject: Inject
     workers: int = 2
+    routers: int = 1
     brokers: int = 1
     seed: bool = True  # False: the scenario seeds itself (overload)
     prepare: Callable[[ChaosRun], None] | None = None
@@ -56,6 +57,33 @@ async def scale_workers(run: ChaosRun) -> None:
     await run.until_answered(0.7)
     await run.blocking(lambda: run.stack.stop_worker("w-extra-1"))
     run.fault("removed w-extra-1")
+
+
+async def kill_routers(run: ChaosRun) -> None:
+    """`kill -9` a random router mid-run `kills` times (its open transactions with it)."""
+    rng = random.Random(11)
+    kills = run.options.kills
+    for k in range(kills):
+        await run.until_answered((k + 1) / (kills + 2))
+        victim = rng.choice(run.stack.running_routers())
+        run.stack.kill9(victim)
+        run.fault(f"kill -9 {victim}")
+        await asyncio.sleep(0.5)
+        await run.blocking(lambda v=victim: run.start_router(v, wait=False))  # type: ignore[misc]
+        run.fault(f"restarted {victim}")
+
+
+async def scale_routers(run: ChaosRun) -> None:
+    """Two routers share the request partitions; a third joins, then two leave (SIGTERM)."""
+    await run.until_answered(0.2)
+    await run.blocking(lambda: run.start_router("router-extra", wait=False))
+    run.fault("added router-extra")
+    await run.until_answered(0.45)
+    await run.blocking(lambda: run.stack.stop_worker("router0"))
+    run.fault("removed router0")
+    await run.until_answered(0.7)
+    await run.blocking(lambda: run.stack.stop_worker("router-extra"))
+    run.fault("removed router-extra")
 
 
 async def restart_broker(run: ChaosRun) -> None:
@@ -142,6 +170,18 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="scale-workers", summary="add and remove workers mid-run", inject=scale_workers
+        ),
+        Scenario(
+            name="kill-router",
+            summary="kill -9 one of two routers mid-transaction, 5 times",
+            inject=kill_routers,
+            routers=2,
+        ),
+        Scenario(
+            name="two-routers",
+            summary="two routers in one group; a third joins, two leave",
+            inject=scale_routers,
+            routers=2,
         ),
         Scenario(
             name="broker-restart", summary="restart the broker mid-run", inject=restart_broker
