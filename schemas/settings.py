@@ -24,6 +24,7 @@ class TopicSettings(BaseModel):
     control: str = topics.CONTROL
     shadow_results: str = topics.SHADOW_RESULTS
     telemetry_rollup: str = topics.TELEMETRY_ROLLUP
+    router_state: str = topics.ROUTER_STATE
 
     def work(self, model: str, pool: str) -> str:
         return topics.work_topic(model, pool, prefix=self.work_prefix)

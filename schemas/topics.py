@@ -17,6 +17,9 @@ CONTROL = "sg.control"
 # Results of shadow traffic: never read by clients, diffed against the primary.
 SHADOW_RESULTS = "sg.shadow.results"
 TELEMETRY_ROLLUP = "sg.telemetry.rollup"
+# Compacted: the routers' cache entries `cache/<key>` and drift baselines
+# `drift/<model>/<statistic>`, so a restarted router keeps them.
+ROUTER_STATE = "sg.router.state"
 
 
 def work_topic(model: str, pool: Pool | str, *, prefix: str = WORK_PREFIX) -> str:

@@ -19,8 +19,9 @@ tenant's quota by their share of the request topic's partitions.
 
 State (routes, cancels, cached results, pool health) is in memory, rebuilt
 from topics at start: `sg.control` (compacted, read from the beginning),
-`sg.results` (from the end, for the cache), `sg.telemetry.rollup` (from
-`health_ttl_s` back, for pool health). The control follower, the other
+`sg.router.state` (compacted, from the beginning: cache entries and drift
+baselines, `state.py`), `sg.results` (from the end, to fill the cache),
+`sg.telemetry.rollup` (from `health_ttl_s` back, for pool health). The control follower, the other
 followers and the loop run in one task group: the first to fail stops the
 router, and `stop()` re-raises that failure.
 """
@@ -33,7 +34,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
@@ -56,6 +58,7 @@ from .quota import TenantQuotas
 from .router_core import Produce, RouterCore, decode_all
 from .router_output import RouterListener, outgoing
 from .router_settings import RouterSettings
+from .state import RouterState
 
 log = logging.getLogger("sluicegate.router")
 
@@ -95,18 +98,29 @@ class Router(Service):
             topic=settings.topics.control,
             state=ControlState(cancel_ttl_s=settings.cancel_ttl_s),
         )
+        drift = DriftMonitor(settings=settings.drift)
+        self._state = RouterState(
+            topic=settings.topics.router_state,
+            cache=self._cache,
+            drift=drift,
+            ttl_s=settings.cache_ttl_s,
+        )
         self._core = RouterCore(
             topics=settings.topics,
             routing=r,
             control=self._control.state,
             quotas=self._quotas,
             health=PoolHealth(max_error_rate=r.max_error_rate, ttl_s=r.health_ttl_s),
-            drift=DriftMonitor(settings=settings.drift),
+            drift=drift,
             cache=self._cache,
             tracer=tracing.get_tracer(tracer_provider),
         )
         self._limits = WireLimits(image_root=settings.image_root)
         self._counter: TokenCounter | None = None
+        # At-least-once: next offset after what each partition's last poll handled.
+        self._handled: dict[TopicPartition, int] = {}
+        if self._eos is not None:
+            self._eos.on_drop(self._forget)
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -116,6 +130,10 @@ class Router(Service):
     @property
     def stats(self) -> Counter[str]:
         return self._core.stats
+
+    @property
+    def state(self) -> RouterState:
+        return self._state
 
     @property
     def quotas(self) -> TenantQuotas:
@@ -156,10 +174,18 @@ class Router(Service):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
+        state = Follower(
+            kafka=s.kafka, topic=s.topics.router_state, handle=self._state.offer,
+            start="beginning", name="router-state",
+        )  # fmt: skip
+        followers.append(state)
         await self._control.start()
         try:
             for follower in followers:
-                await follower.start()
+                if follower is state:  # restored before the router takes any request
+                    await state.start(catch_up=True, timeout=60, find_s=5, required=False)
+                else:
+                    await follower.start()
             await producer.start()
             if self._eos is not None:
                 await self._eos.start()
@@ -170,6 +196,7 @@ class Router(Service):
                 quotas=self._quotas,
                 exactly_once=self._eos,
                 ready=ready.set,
+                revoked=self._forget,
             )
             consumer.subscribe([s.topics.requests], listener=listener)
             await consumer.start()
@@ -203,7 +230,23 @@ class Router(Service):
     ) -> None:
         while not stop.is_set():
             await self._poll_once(consumer, executor)
+            await self._release(consumer)
             await asyncio.gather(*await self._send(self._core.tombstones()))
+            await self._save_state()
+
+    async def _save_state(self) -> None:
+        """Cache entries and baselines to the state topic: best effort (a cache, not a
+        promise), so a missing or unwritable state topic never stops the router."""
+        records = self._state.records()
+        if not records:
+            return
+        try:
+            acks = await self._send(records)
+        except KafkaError as exc:
+            log.warning("cannot write router state to %s: %r", self._s.topics.router_state, exc)
+            return
+        for ack in acks:  # not awaited: the loop does not wait for its cache
+            ack.add_done_callback(_log_failure)
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor) -> None:
         batches = await consumer.getmany(timeout_ms=200, max_records=self._s.router_max_records)
@@ -223,16 +266,55 @@ class Router(Service):
         outcomes = await loop.run_in_executor(
             executor, lambda: decode_all(records, masker=masker, counter=counter, limits=limits)
         )
+        parked = self._core.coalescer.is_parked
         if eos is not None:
             for rec, outcome in zip(records, outcomes, strict=True):
-                await eos.publish(rec, [outgoing(p) for p in self._core.handle(rec, outcome)])
+                produces = self._core.handle(rec, outcome)
+                if not parked(rec):  # a parked record's offset stays open until answered
+                    await eos.publish(rec, [outgoing(p) for p in produces])
             await eos.commit(consumer)
             return
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
             sends += await self._send(self._core.handle(rec, outcome))
         await asyncio.gather(*sends)
-        await consumer.commit()
+        for rec in records:
+            self._handled[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        await self._commit(consumer, {TopicPartition(r.topic, r.partition) for r in records})
+
+    async def _release(self, consumer: AIOKafkaConsumer) -> None:
+        """Send the answers of requests that were parked behind an identical one."""
+        released = self._core.take_released()
+        if self._eos is not None:
+            for rec, produces in released:
+                await self._eos.publish(rec, [outgoing(p) for p in produces])
+            if released:
+                await self._eos.commit(consumer)
+            return
+        if released:
+            await asyncio.gather(*[f for _, ps in released for f in await self._send(ps)])
+            await self._commit(
+                consumer, {TopicPartition(r.topic, r.partition) for r, _ in released}
+            )
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
+        """At-least-once: commit what was handled, but never past a parked request."""
+        offsets = {}
+        assigned = consumer.assignment()
+        for tp in tps & assigned:
+            upto = self._handled.get(tp)
+            if upto is None:
+                continue
+            low = self._core.coalescer.lowest(tp.topic, tp.partition)
+            offsets[tp] = upto if low is None else min(upto, low)
+        if offsets:
+            await consumer.commit(offsets)
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
+        """Partitions revoked or dropped: their parked requests are their next owner's."""
+        self._core.coalescer.drop((tp.topic, tp.partition) for tp in tps)
+        for tp in tps:
+            self._handled.pop(tp, None)
 
     async def _send(self, records: list[Produce]) -> list[asyncio.Future[Any]]:
         """Hand `records` to the producer in order; the futures resolve once acknowledged."""
@@ -241,6 +323,11 @@ class Router(Service):
             await self._producer.send(p.topic, p.value, key=p.key, headers=p.headers)
             for p in records
         ]
+
+
+def _log_failure(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled() and ack.exception() is not None:
+        log.warning("router state not written: %r", ack.exception())
 
 
 __all__ = ["Router", "RouterSettings"]

@@ -46,7 +46,9 @@ class RouterListener(ConsumerRebalanceListener):  # type: ignore[misc]
         quotas: TenantQuotas,
         exactly_once: ExactlyOnce | None,
         ready: Callable[[], object],
+        revoked: Callable[[list[TopicPartition]], None] = lambda _: None,
     ) -> None:
+        self._revoked = revoked
         self._consumer = consumer
         self._topic = topic
         self._quotas = quotas
@@ -56,6 +58,7 @@ class RouterListener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if self._eos is not None:
             await self._eos.revoked(self._consumer, list(revoked))
+        self._revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         if self._eos is not None:

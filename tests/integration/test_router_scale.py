@@ -18,10 +18,10 @@ from aiokafka.admin import NewTopic
 
 from sluicegate.runtime.kafka import KafkaSettings, admin_client
 from sluicegate.runtime.transactions import ExactlyOnce, Outgoing
-from sluicegate.schemas.codec import decode_request, decode_result, headers
+from sluicegate.schemas.codec import decode_request, decode_result, encode, headers
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.models import InferenceRequest, Status
+from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.quota import QuotaSettings, TenantQuota
 from tests.fakes import FakeRecord
@@ -216,3 +216,39 @@ async def test_an_unwritable_record_is_dead_lettered_after_bounded_transactions(
     assert result.error is not None and result.error.code == "reply_to_unwritable"
     assert "create the topic" in result.error.message
     assert await read_committed(kafka, tiny, expect=0, timeout=30) == []
+
+
+async def test_the_result_cache_survives_a_router_restart(
+    kafka: KafkaSettings, topics: TopicSettings
+) -> None:
+    """Router 1 caches a result and stops; router 2 answers an identical request from it."""
+    first = InferenceRequest(request_id=uuid.uuid4().hex, model="text-embed", texts=["cache me"])
+    again = first.model_copy(update={"request_id": uuid.uuid4().hex})
+    async with running_router(kafka, topics) as before:
+        await produce_requests(kafka, topics.requests, [first])
+        await _until(lambda: before.stats["routed"] == 1, "routed")
+        computed = InferenceResult(
+            request_id=first.request_id, status=Status.OK, model="text-embed",
+            outputs={"embedding": [0.5, 0.25]}, produced_ms=time.time_ns() // 1_000_000,
+        )  # fmt: skip
+        producer = AIOKafkaProducer(**kafka.client_kwargs())
+        await producer.start()
+        try:  # as the worker would answer it
+            await producer.send_and_wait(
+                topics.results, encode(computed), key=computed.request_id.encode(),
+                headers=headers(),
+            )  # fmt: skip
+        finally:
+            await producer.stop()
+        saved = await _all_records(kafka, topics.router_state, expect=1)
+        assert [r.key[:6] for r in saved] == [b"cache/"]
+    async with running_router(kafka, topics) as after:
+        assert after.state.restored == 1
+        await produce_requests(kafka, topics.requests, [again])
+        await _until(lambda: after.stats["cached"] == 1, "answered from the restored cache")
+    answers = await _all_records(kafka, topics.results, expect=2)
+    answer = next(
+        decode_result(r.value, r.headers) for r in answers if r.key == again.request_id.encode()
+    )
+    assert answer.cached and answer.outputs == {"embedding": [0.5, 0.25]}
+    assert after.stats["routed"] == 0
