@@ -117,6 +117,7 @@ class Router(Service):
         )
         self._limits = WireLimits(image_root=settings.image_root)
         self._counter: TokenCounter | None = None
+        self._saving: asyncio.Task[None] | None = None
         # At-least-once: next offset after what each partition's last poll handled.
         self._handled: dict[TopicPartition, int] = {}
         if self._eos is not None:
@@ -213,6 +214,9 @@ class Router(Service):
                     *(watch(stop, follower) for follower in followers),
                 )
             finally:
+                if self._saving is not None:
+                    self._saving.cancel()
+                    await asyncio.wait([self._saving])  # its cancellation, not ours
                 if self._eos is not None:
                     await self._eos.stop(consumer)
                 await consumer.stop()
@@ -235,18 +239,21 @@ class Router(Service):
             await self._save_state()
 
     async def _save_state(self) -> None:
-        """Cache entries and baselines to the state topic: best effort (a cache, not a
-        promise), so a missing or unwritable state topic never stops the router."""
-        records = self._state.records()
-        if not records:
+        """Cache entries and baselines to the state topic, from a task of their own: best
+        effort (a cache, not a promise), so a missing or slow state topic never holds
+        up routing. One save at a time; what comes meanwhile waits for the next."""
+        if self._saving is not None and not self._saving.done():
             return
+        records = self._state.records()
+        if records:
+            self._saving = asyncio.create_task(self._write_state(records))
+
+    async def _write_state(self, records: list[Produce]) -> None:
         try:
             acks = await self._send(records)
+            await asyncio.gather(*acks)
         except KafkaError as exc:
-            log.warning("cannot write router state to %s: %r", self._s.topics.router_state, exc)
-            return
-        for ack in acks:  # not awaited: the loop does not wait for its cache
-            ack.add_done_callback(_log_failure)
+            log.warning("router state not written to %s: %r", self._s.topics.router_state, exc)
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor) -> None:
         batches = await consumer.getmany(timeout_ms=200, max_records=self._s.router_max_records)
@@ -323,11 +330,6 @@ class Router(Service):
             await self._producer.send(p.topic, p.value, key=p.key, headers=p.headers)
             for p in records
         ]
-
-
-def _log_failure(ack: asyncio.Future[Any]) -> None:
-    if not ack.cancelled() and ack.exception() is not None:
-        log.warning("router state not written: %r", ack.exception())
 
 
 __all__ = ["Router", "RouterSettings"]
