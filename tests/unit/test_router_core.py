@@ -25,7 +25,7 @@ from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import ErrorInfo, InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
-from sluicegate.streams.cache import ResultCache
+from sluicegate.streams.cache import ResultCache, content_key
 from sluicegate.streams.control import ControlState
 from sluicegate.streams.drift import DriftMonitor
 from sluicegate.streams.health import PoolHealth
@@ -278,3 +278,18 @@ def test_requests_parked_behind_a_failed_leader_are_routed_after_all() -> None:
     [(rec, [work])] = r.core.take_released()
     assert rec.key == b"behind" and hdr(work)[POOL_HEADER]
     assert r.core.stats["routed"] == 2
+
+
+def test_parked_requests_hold_back_their_partition_until_answered_or_overdue() -> None:
+    r = rig()
+    lead, a, b = req("L", "same text"), req("A", "same text"), req("B", "same text")
+    a.offset, b.offset, b.partition = 5, 9, 1
+    r.run(lead, a, b)
+    c = r.core.coalescer
+    assert c.lowest(TOPICS.requests, 0) == 5 and c.lowest(TOPICS.requests, 1) == 9
+    c.drop([(TOPICS.requests, 1)])  # partition 1 revoked: its next owner re-reads B
+    assert c.lowest(TOPICS.requests, 1) is None and c.size == 1
+    assert c.overdue(NOW_MS + 60_000) == []
+    [late] = c.overdue(NOW_MS + 121_000)  # the leader's result never came
+    assert late.request.request_id == "A" and c.lowest(TOPICS.requests, 0) is None
+    assert c.leader(content_key(late.request)) is None, "a silent leader is forgotten"
