@@ -69,13 +69,18 @@ def run(
 @bench_app.command("router")
 def bench_router(
     count: Annotated[int, typer.Option(help="Requests pushed through each path.")] = 5000,
+    delivery: Annotated[
+        Literal["at_least_once", "exactly_once"],
+        typer.Option(help="The router's delivery mode (the relay is always at-least-once)."),
+    ] = "at_least_once",
 ) -> None:
     """Measure the router against a bare aiokafka relay on the running broker (prints JSON)."""
     from sluicegate.streams.router import RouterSettings
 
     from .bench.router_relay import bench_router_vs_relay
 
-    figures = asyncio.run(bench_router_vs_relay(RouterSettings().kafka, count=count))
+    kafka = RouterSettings().kafka
+    figures = asyncio.run(bench_router_vs_relay(kafka, count=count, delivery=delivery))
     sys.stdout.write(json.dumps(figures, indent=2) + "\n")
 
 

@@ -31,11 +31,14 @@ def run(
         int, typer.Option(min=10, help="Unique requests seeded per scenario.")
     ] = 10_000,
     mode: Annotated[
-        Literal["at_least_once", "exactly_once"], typer.Option(help="Workers' delivery mode.")
+        Literal["at_least_once", "exactly_once"],
+        typer.Option(help="Delivery mode of the routers and workers."),
     ] = "exactly_once",
     burst_s: Annotated[float, typer.Option(help="Length of the overload burst, seconds.")] = 60.0,
     slow_s: Annotated[float, typer.Option(help="Seconds Triton stays slowed.")] = 30.0,
-    kills: Annotated[int, typer.Option(min=1, help="kill -9s in the kill-worker scenario.")] = 5,
+    kills: Annotated[
+        int, typer.Option(min=1, help="kill -9s in the kill-worker and kill-router scenarios.")
+    ] = 5,
     state_dir: Annotated[
         Path | None,
         typer.Option(help="Where the chaos stacks keep their files (default: a temp dir)."),

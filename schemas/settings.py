@@ -29,6 +29,7 @@ class TopicSettings(BaseModel):
     # Topics a request's reply_to may name besides the results topic, by prefix
     # (e.g. ["tenant-a."]); empty: any legal topic outside the internal namespace.
     reply_to_prefixes: tuple[str, ...] = ()
+    router_state: str = topics.ROUTER_STATE
 
     def work(self, model: str, pool: str) -> str:
         return topics.work_topic(model, pool, prefix=self.work_prefix)

@@ -19,6 +19,9 @@ SHADOW_RESULTS = "sg.shadow.results"
 TELEMETRY_ROLLUP = "sg.telemetry.rollup"
 # Compacted: how often each in-flight input record was being run when a worker died.
 ATTEMPTS = "sg.attempts"
+# Compacted: the routers' cache entries `cache/<key>` and drift baselines
+# `drift/<model>/<statistic>`, so a restarted router keeps them.
+ROUTER_STATE = "sg.router.state"
 
 
 def work_topic(model: str, pool: Pool | str, *, prefix: str = WORK_PREFIX) -> str:

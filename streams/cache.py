@@ -6,7 +6,9 @@ priority, deadline and reply topic do not count. Only `ok` results are kept.
 The router fills the cache from the result topic, for requests it routed,
 and answers a hit with a copy of the cached result under the new request's
 id, marked `cached`. Bounded in entries (oldest evicted first) and in time.
-Pure: the clock is injected.
+Entries survive a restart through the router's state topic (`state.py`:
+`take_new()` says what to write, `restore()` takes it back). Pure: the
+clock is injected.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class ResultCache:
         self._entries: OrderedDict[str, tuple[float, InferenceResult]] = OrderedDict()
         # request_id -> content key of requests routed and not yet answered
         self._pending: OrderedDict[str, str] = OrderedDict()
+        # Entries taken since the last `take_new()` (for the state topic).
+        self._new: list[tuple[str, InferenceResult]] = []
         self.hits = 0
         self.misses = 0
 
@@ -76,11 +80,27 @@ class ResultCache:
         key = self._pending.pop(result.request_id, None)
         if key is None or result.status is not Status.OK or result.cached:
             return False
-        self._entries[key] = (self._clock(), result)
+        self._put(key, result, self._clock())
+        self._new.append((key, result))
+        return True
+
+    def restore(self, key: str, result: InferenceResult, *, age_s: float) -> bool:
+        """An entry from the state topic, `age_s` old; False if already past the TTL."""
+        if age_s > self._ttl or result.status is not Status.OK:
+            return False
+        self._put(key, result, self._clock() - max(0.0, age_s))
+        return True
+
+    def take_new(self) -> list[tuple[str, InferenceResult]]:
+        """Entries taken from the result topic since the last call."""
+        new, self._new = self._new, []
+        return new
+
+    def _put(self, key: str, result: InferenceResult, stamp: float) -> None:
+        self._entries[key] = (stamp, result)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
-        return True
 
 
 def answer_from(

@@ -12,7 +12,8 @@ from 81 to 82 characters fills a new bin and scores high), so the median or
 the 90th percentile must also have moved by `min_relative_shift`. Pure bookkeeping; the
 router feeds it and publishes the events. Pixel statistics (brightness,
 contrast) would need a full decode on the router's hot path and are not
-computed.
+computed. Baselines survive a restart through the router's state topic
+(`state.py`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def _moved(baseline: list[float], recent: list[float], shift: float) -> bool:
     return False
 
 
+def _edges(baseline: list[float]) -> list[float]:
+    """The baseline's deciles: the bin edges."""
+    ordered = sorted(baseline)
+    return sorted({ordered[int(len(ordered) * k / 10)] for k in range(1, 10)})
+
+
 @dataclass
 class _Series:
     baseline: list[float] = field(default_factory=list)
@@ -77,6 +84,22 @@ class DriftMonitor:
     def __init__(self, *, settings: DriftSettings | None = None) -> None:
         self._s = settings or DriftSettings()
         self._series: dict[tuple[str, str], _Series] = {}
+        # Baselines filled since the last `take_completed()` (for the state topic).
+        self._completed: list[tuple[str, str, list[float]]] = []
+
+    def take_completed(self) -> list[tuple[str, str, list[float]]]:
+        """(model, statistic, baseline) of the baselines that filled since the last call."""
+        done, self._completed = self._completed, []
+        return done
+
+    def restore(self, model: str, statistic: str, baseline: list[float]) -> bool:
+        """A baseline from the state topic; kept unless this series already has its own."""
+        series = self._series.setdefault((model, statistic), _Series())
+        if len(series.baseline) >= self._s.baseline_size or len(baseline) < 10:
+            return False
+        series.baseline = list(baseline)
+        series.edges = _edges(series.baseline)
+        return True
 
     def observe(
         self, model: str, statistic: str, value: float, *, now_ms: int
@@ -86,9 +109,8 @@ class DriftMonitor:
         if len(series.baseline) < s.baseline_size:
             series.baseline.append(value)
             if len(series.baseline) == s.baseline_size:
-                ordered = sorted(series.baseline)
-                cut = [ordered[int(len(ordered) * k / 10)] for k in range(1, 10)]
-                series.edges = sorted(set(cut))
+                series.edges = _edges(series.baseline)
+                self._completed.append((model, statistic, list(series.baseline)))
             return None
         series.recent.append(value)
         if len(series.recent) > s.recent_size:

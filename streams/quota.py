@@ -6,6 +6,12 @@ units and refills at `rate` units per second; a request that does not fit is
 refused with the seconds after which it would (`retry_after_s`), never
 queued: the router must not hold records while a tenant waits.
 
+Several routers in one group split the quota: each holds the share of every
+bucket (rate and burst) that its assigned partitions of the request topic
+are of all of them (`set_share`, called on each rebalance). The client keys
+requests by request id, so a tenant's traffic spreads evenly over the
+partitions and the shares add up to the configured quota (docs/scaling.md).
+
 Written by hand (about 40 lines) rather than with aiolimiter: aiolimiter's
 `acquire` waits for capacity and `has_capacity` says nothing about when,
 while the router needs a non-blocking yes/no with a retry-after, and a
@@ -71,6 +77,11 @@ class TenantQuotas:
         self._settings = settings or QuotaSettings()
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
+        self.share = 1.0
+
+    def set_share(self, share: float) -> None:
+        """This router's part of every tenant's quota, in (0, 1]; buckets keep their level."""
+        self.share = min(1.0, max(share, 1e-6))
 
     def quota(self, tenant: str) -> TenantQuota:
         return self._settings.tenants.get(tenant, self._settings.default)
@@ -81,15 +92,16 @@ class TenantQuotas:
     def admit(self, tenant: str, cost: Cost) -> Refusal | None:
         """Take the request's units from the tenant's bucket, or say when to retry."""
         q = self.quota(tenant)
+        rate, burst = q.rate * self.share, q.burst * self.share
         now = self._clock()
         bucket = self._buckets.get(tenant)
         if bucket is None:
-            bucket = self._buckets[tenant] = _Bucket(q.burst, now)
-        bucket.level = min(q.burst, bucket.level + (now - bucket.stamp) * q.rate)
+            bucket = self._buckets[tenant] = _Bucket(burst, now)
+        bucket.level = min(burst, bucket.level + (now - bucket.stamp) * rate)
         bucket.stamp = now
         need = self.price(cost)
         if need <= bucket.level:
             bucket.level -= need
             return None
-        retry = float("inf") if need > q.burst else (need - bucket.level) / q.rate
+        retry = float("inf") if need > burst else (need - bucket.level) / rate
         return Refusal(tenant=tenant, units=need, retry_after_s=retry)

@@ -12,16 +12,20 @@ Those decisions are `RouterCore`'s (`router_core.py`, no I/O); this module
 is the loop around it: fetch, decide, produce, commit.
 
 Offsets are committed after everything a poll produced is acknowledged
-(at-least-once: a crash re-routes the last poll's records).
+(at-least-once: a crash re-routes the last poll's records), or, with
+`delivery = exactly_once`, in per-partition transactions with the records
+they produced (`router_output.py`). Routers in one group split each
+tenant's quota by their share of the request topic's partitions.
 
 State (routes, cancels, cached results, pool health) is in memory, rebuilt
 from topics at start: `sg.control` (compacted, read from the beginning),
-`sg.results` (from the end, for the cache), `sg.telemetry.rollup` (from
-`health_ttl_s` back, for pool health). A pool watch (`failover.py`) learns
-which work topics have a live consumer, so a pool whose workers died stops
-getting requests, and re-routes what was forwarded to it. The control
-follower, the other followers, the pool watch and the loop run in one task
-group: the first to fail stops the router, and `stop()` re-raises that failure.
+`sg.router.state` (compacted, from the beginning: cache entries and drift
+baselines, `state.py`), `sg.results` (from the end, to fill the cache),
+`sg.telemetry.rollup` (from `health_ttl_s` back, for pool health). A pool watch
+(`failover.py`) learns which work topics have a live consumer, so a pool whose
+workers died stops getting requests, and re-routes what was forwarded to it. The
+control follower, the other followers, the pool watch and the loop run in one
+task group: the first to fail stops the router, and `stop()` re-raises that failure.
 """
 
 from __future__ import annotations
@@ -32,18 +36,20 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.destinations import Destinations, permanent
 from sluicegate.runtime.follow import Follower
-from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.kafka import consumer as kafka_consumer
+from sluicegate.runtime.kafka import idempotent_producer, read_committed_consumer
 from sluicegate.runtime.lifecycle import Service
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.supervise import serve_together, watch
+from sluicegate.runtime.transactions import ExactlyOnce
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
@@ -59,7 +65,9 @@ from .liveness import PoolLiveness
 from .pii import PiiMasker
 from .quota import TenantQuotas
 from .router_core import Produce, RouterCore, decode_all
+from .router_output import RouterListener, outgoing
 from .router_settings import RouterSettings
+from .state import RouterState
 
 log = logging.getLogger("sluicegate.router")
 
@@ -80,6 +88,20 @@ class Router(Service):
         self._masker = PiiMasker(settings=settings.pii)
         self._cache = ResultCache(ttl_s=settings.cache_ttl_s) if settings.cache_ttl_s else None
         r = settings.routing
+        self._quotas = TenantQuotas(settings=settings.quota)
+        self._eos = (
+            ExactlyOnce(
+                kafka=settings.kafka,
+                group=settings.router_group_id,
+                transaction_timeout_ms=settings.transaction_timeout_ms,
+                dlq_topic=settings.topics.dlq,
+                results_topic=settings.topics.results,
+                stage="ingress",
+                max_produce_attempts=settings.max_produce_attempts,
+            )
+            if settings.delivery == "exactly_once"
+            else None
+        )
         self._control = ControlReader(
             kafka=settings.kafka,
             topic=settings.topics.control,
@@ -101,18 +123,30 @@ class Router(Service):
             liveness=liveness,
             health=health,
         )
+        drift = DriftMonitor(settings=settings.drift)
+        self._state = RouterState(
+            topic=settings.topics.router_state,
+            cache=self._cache,
+            drift=drift,
+            ttl_s=settings.cache_ttl_s,
+        )
         self._core = RouterCore(
             topics=settings.topics,
             routing=r,
             control=self._control.state,
-            quotas=TenantQuotas(settings=settings.quota),
+            quotas=self._quotas,
             health=health,
-            drift=DriftMonitor(settings=settings.drift),
+            drift=drift,
             cache=self._cache,
             tracer=tracing.get_tracer(tracer_provider),
         )
         self._limits = WireLimits(image_root=settings.image_root)
         self._counter: TokenCounter | None = None
+        self._saving: asyncio.Task[None] | None = None
+        # At-least-once: next offset after what each partition's last poll handled.
+        self._handled: dict[TopicPartition, int] = {}
+        if self._eos is not None:
+            self._eos.on_drop(self._forget)
         self._producer: AIOKafkaProducer | None = None
         self._destinations = Destinations.for_kafka(settings.kafka)
 
@@ -127,6 +161,17 @@ class Router(Service):
     @property
     def pool_watch(self) -> PoolWatch:
         return self._watch
+
+    def state(self) -> RouterState:
+        return self._state
+
+    @property
+    def quotas(self) -> TenantQuotas:
+        return self._quotas
+
+    @property
+    def exactly_once(self) -> ExactlyOnce | None:
+        return self._eos
 
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
@@ -152,27 +197,56 @@ class Router(Service):
                 )
             )
         producer = idempotent_producer(s.kafka, linger_ms=2)
-        consumer = kafka_consumer(
+        make_consumer = kafka_consumer if self._eos is None else read_committed_consumer
+        consumer = make_consumer(
             s.kafka,
             group_id=s.router_group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
+        state = Follower(
+            kafka=s.kafka, topic=s.topics.router_state, handle=self._state.offer,
+            start="beginning", name="router-state",
+        )  # fmt: skip
+        followers.append(state)
         await self._control.start()
         try:
             for follower in followers:
-                await follower.start()
+                if follower is state:  # restored before the router takes any request
+                    await state.start(catch_up=True, timeout=60, find_s=5, required=False)
+                else:
+                    await follower.start()
             await producer.start()
+            if self._eos is not None:
+                await self._eos.start()
             self._producer = producer
-            consumer.subscribe([s.topics.requests], listener=OnFirstAssignment(ready.set))
+            listener = RouterListener(
+                consumer=consumer,
+                topic=s.topics.requests,
+                quotas=self._quotas,
+                exactly_once=self._eos,
+                ready=ready.set,
+                revoked=self._forget,
+            )
+            consumer.subscribe([s.topics.requests], listener=listener)
             await consumer.start()
-            log.info("router reading %s as group %s", s.topics.requests, s.router_group_id)
+            log.info(
+                "router reading %s as group %s (%s)",
+                s.topics.requests,
+                s.router_group_id,
+                s.delivery,
+            )
             helpers = [watch(stop, self._control), *(watch(stop, f) for f in followers)]
             if s.routing.watch_interval_s:
                 helpers.append(self._watch.run(stop, producer))
             try:
                 await serve_together(self._loop(stop, consumer, executor), *helpers)
             finally:
+                if self._saving is not None:
+                    self._saving.cancel()
+                    await asyncio.wait([self._saving])  # its cancellation, not ours
+                if self._eos is not None:
+                    await self._eos.stop(consumer)
                 await consumer.stop()
         finally:
             await producer.stop()
@@ -189,12 +263,37 @@ class Router(Service):
     ) -> None:
         while not stop.is_set():
             await self._poll_once(consumer, executor)
+            await self._release(consumer)
             await asyncio.gather(*await self._send(self._core.tombstones()))
+            await self._save_state()
+
+    async def _save_state(self) -> None:
+        """Cache entries and baselines to the state topic, from a task of their own: best
+        effort (a cache, not a promise), so a missing or slow state topic never holds
+        up routing. One save at a time; what comes meanwhile waits for the next."""
+        if self._saving is not None and not self._saving.done():
+            return
+        records = self._state.records()
+        if records:
+            self._saving = asyncio.create_task(self._write_state(records))
+
+    async def _write_state(self, records: list[Produce]) -> None:
+        try:
+            acks = await self._send(records)
+            await asyncio.gather(*acks)
+        except KafkaError as exc:
+            log.warning("router state not written to %s: %r", self._s.topics.router_state, exc)
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor) -> None:
         batches = await consumer.getmany(timeout_ms=200, max_records=self._s.router_max_records)
         records = [rec for recs in batches.values() for rec in recs]
+        eos = self._eos
+        if eos is not None:
+            # Fetched while a partition was being (re)opened: the seek re-reads them.
+            records = [rec for rec in records if eos.accept(rec)]
         if not records:
+            if eos is not None:
+                await eos.commit(consumer)
             return
         counter, masker = self._counter, self._masker
         assert counter is not None
@@ -203,12 +302,56 @@ class Router(Service):
         outcomes = await loop.run_in_executor(
             executor, lambda: decode_all(records, masker=masker, counter=counter, limits=limits)
         )
+        parked = self._core.coalescer.is_parked
+        if eos is not None:
+            for rec, outcome in zip(records, outcomes, strict=True):
+                produces = self._core.handle(rec, outcome)
+                if not parked(rec):  # a parked record's offset stays open until answered
+                    await eos.publish(rec, [outgoing(p) for p in produces])
+            await eos.commit(consumer)
+            return
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
             request = outcome.request if isinstance(outcome, Prepared | Refused) else None
             sends += await self._send(self._core.handle(rec, outcome), rec, request)
         await asyncio.gather(*sends)
-        await consumer.commit()
+        for rec in records:
+            self._handled[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        await self._commit(consumer, {TopicPartition(r.topic, r.partition) for r in records})
+
+    async def _release(self, consumer: AIOKafkaConsumer) -> None:
+        """Send the answers of requests that were parked behind an identical one."""
+        released = self._core.take_released()
+        if self._eos is not None:
+            for rec, produces in released:
+                await self._eos.publish(rec, [outgoing(p) for p in produces])
+            if released:
+                await self._eos.commit(consumer)
+            return
+        if released:
+            await asyncio.gather(*[f for _, ps in released for f in await self._send(ps)])
+            await self._commit(
+                consumer, {TopicPartition(r.topic, r.partition) for r, _ in released}
+            )
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> None:
+        """At-least-once: commit what was handled, but never past a parked request."""
+        offsets = {}
+        assigned = consumer.assignment()
+        for tp in tps & assigned:
+            upto = self._handled.get(tp)
+            if upto is None:
+                continue
+            low = self._core.coalescer.lowest(tp.topic, tp.partition)
+            offsets[tp] = upto if low is None else min(upto, low)
+        if offsets:
+            await consumer.commit(offsets)
+
+    def _forget(self, tps: list[TopicPartition]) -> None:
+        """Partitions revoked or dropped: their parked requests are their next owner's."""
+        self._core.coalescer.drop((tp.topic, tp.partition) for tp in tps)
+        for tp in tps:
+            self._handled.pop(tp, None)
 
     async def _send(
         self,

@@ -49,6 +49,7 @@ from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
 
 from .cache import ResultCache, answer_from, content_key
+from .coalesce import Coalescer, Waiter
 from .control import ControlState
 from .drift import DriftMonitor
 from .health import PoolHealth
@@ -76,6 +77,9 @@ class Produce:
     # A result bound for a request's reply_to: if that topic cannot take it, the loop
     # answers `reply_to_unwritable` on the results topic instead (`runtime.destinations`).
     reply: InferenceResult | None = None
+    # The request id a result answers or a work record carries (exactly-once
+    # delivery answers it with an error if the record can never be written).
+    answers: str | None = None
 
 
 def decode_all(
@@ -127,6 +131,8 @@ class RouterCore:
         self._answers = ResultBuilder(worker=router_label())
         self.stats: Counter[str] = Counter()
         self._letters: list[Produce] = []  # DLQ records of malformed control records
+        self.coalescer = Coalescer()
+        self._released: list[tuple[Record, list[Produce]]] = []
 
     def handle(self, rec: Record, outcome: Outcome) -> list[Produce]:
         """The records to produce for `rec`, in the order to send them."""
@@ -156,10 +162,22 @@ class RouterCore:
                 self.stats["cached"] += 1
                 answer = answer_from(hit, request, now_ms=now)
                 return [*alarms, self._result(answer, request)]
+            leader = self.coalescer.leader(key)
+            if leader is not None and leader != rid and not request.reply_to:
+                # Answered when the leader's result comes (`offer_result`); nothing now.
+                waiter = Waiter(rec=rec, outcome=outcome, alarms=alarms, parked_ms=now)
+                self.coalescer.park(leader, waiter)
+                self.stats["coalesced"] += 1
+                return []
+        return [*alarms, *self._admit(rec, outcome, key, now)]
+
+    def _admit(self, rec: Record, outcome: Prepared, key: str, now: int) -> list[Produce]:
+        """Quota, then the work record (and its shadow copy) for an admitted request."""
+        request, rid = outcome.request, outcome.request.request_id
         refusal = self._quotas.admit(request.tenant, outcome.cost)
         if refusal is not None:
             self.stats["over_quota"] += 1
-            return [*alarms, self._over_quota(request, refusal)]
+            return [self._over_quota(request, refusal)]
         sticky = rec.key.decode(errors="replace") if rec.key else rid
         decision = decide(
             request,
@@ -183,12 +201,12 @@ class RouterCore:
                 passed = [(k, v) for k, v in passed if k not in _TRACE_HEADERS]
                 tracing.inject(passed, trace.set_span_in_context(span))
             out = [
-                *alarms,
                 Produce(
                     topic=decision.topic,
                     value=encode(request),
                     key=rec.key,
                     headers=passed + _routing(decision, decision.version),
+                    answers=rid,
                 ),
             ]
             self.stats["routed"] += 1
@@ -196,6 +214,8 @@ class RouterCore:
             self.stats[f"version:{decision.version}"] += 1
             if self._cache is not None:
                 self._cache.expect(rid, key)
+                if not request.reply_to:  # its result shows on the result topic
+                    self.coalescer.lead(key, rid)
             if decision.shadow is not None:
                 shadow = request.model_copy(update={"reply_to": self._topics.shadow_results})
                 shadow_headers = _routing(decision, decision.shadow, shadow_of=decision.version)
@@ -242,12 +262,34 @@ class RouterCore:
     # -- what the followers see ---------------------------------------------
 
     def offer_result(self, rec: Record) -> None:
-        """A record of the result topic: fills the cache (call only with a cache)."""
+        """A record of the result topic: fills the cache and releases the requests parked
+        behind it (call only with a cache)."""
         assert self._cache is not None
         try:
-            self._cache.offer(decode_result(rec.value, list(rec.headers)))
+            result = decode_result(rec.value, list(rec.headers))
         except WireError:
             return  # not ours to judge; other producers may share the topic
+        self._cache.offer(result)
+        for w in self.coalescer.settle(result.request_id):
+            self._release(w, result)
+
+    def take_released(self) -> list[tuple[Record, list[Produce]]]:
+        """Parked requests answered since the last call (or waiting too long, now routed):
+        each record and what to produce for it."""
+        for w in self.coalescer.overdue(self._clock()):
+            self._release(w, None)
+        released, self._released = self._released, []
+        return released
+
+    def _release(self, w: Waiter, result: InferenceResult | None) -> None:
+        now = self._clock()
+        if result is not None and result.status is Status.OK:
+            self.stats["coalesced_answered"] += 1
+            answer = answer_from(result, w.request, now_ms=now)
+            out = [self._result(answer, w.request)]
+        else:  # the leader failed, expired or never answered: route this one after all
+            out = self._admit(w.rec, w.outcome, content_key(w.request), now)
+        self._released.append((w.rec, [*w.alarms, *out]))
 
     def offer_rollup(self, rec: Record) -> None:
         """A record of the rollup topic: window rollups feed pool health."""
@@ -403,6 +445,7 @@ class RouterCore:
             key=result.request_id.encode(),
             headers=headers(),
             reply=result if topic != self._topics.results else None,
+            answers=result.request_id,
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,5 +37,11 @@ class RouterSettings(BaseSettings):
     # `file://` images must lie under this directory (None: any readable path),
     # as for the workers (SLUICEGATE_IMAGE_ROOT sets both).
     image_root: str | None = None
+    # at_least_once: idempotent producer, offsets committed after the acks;
+    # exactly_once: per-partition transactions (streams/router_output.py).
+    delivery: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    # Transactions a record that can never be written gets before it is dead-lettered.
+    max_produce_attempts: int = Field(default=3, ge=1)
     # Threads for decoding, masking and tokenizing.
     router_threads: int = Field(default=1, ge=1)

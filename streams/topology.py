@@ -26,12 +26,12 @@ def streams_topics(topics: TopicSettings) -> list[str]:
     request and work topics (tests, benchmarks) must not delete the shared
     `sg.control` along with them.
     """
-    return [topics.control, topics.shadow_results, topics.telemetry_rollup]
+    return [topics.control, topics.shadow_results, topics.telemetry_rollup, topics.router_state]
 
 
 def compacted_topics(topics: TopicSettings) -> list[str]:
     """Topics whose latest record per key is the state: log compaction, never deletion."""
-    return [topics.control, topics.attempts]
+    return [topics.control, topics.attempts, topics.router_state]
 
 
 async def ensure_topics(

@@ -110,8 +110,13 @@ async def through_router(settings: RouterSettings, count: int) -> float:
         return time.perf_counter() - joined
 
 
-async def bench_router_vs_relay(kafka: KafkaSettings, *, count: int = 5000) -> dict[str, float]:
-    """Rates (records/s) of the relay and the router over `count` records, and router/relay."""
+async def bench_router_vs_relay(
+    kafka: KafkaSettings, *, count: int = 5000, delivery: str = "at_least_once"
+) -> dict[str, float]:
+    """Rates (records/s) of the relay and the router over `count` records, and router/relay.
+
+    `delivery` is the router's (the relay is always the plain at-least-once loop).
+    """
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     topics = TopicSettings.prefixed(prefix)
     relay_in, relay_out = f"{prefix}.relay.in", f"{prefix}.relay.out"
@@ -126,6 +131,7 @@ async def bench_router_vs_relay(kafka: KafkaSettings, *, count: int = 5000) -> d
             router_group_id=f"{prefix}.router",
             # Unlimited quota: the bench measures the router, not the tenant's budget.
             quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
+            delivery=delivery,
         )
         router_s = await through_router(settings, count)
     finally:

@@ -73,15 +73,17 @@ def run_one(
         notes.append("Triton was down before the run; restarted")
     stack.extra_env.clear()
     stack.slow_triton(0)
-    for name in stack.running_workers():
+    for name in stack.running_routers() + stack.running_workers():
         stack.stop_worker(name)
     stack.workers.clear()
+    stack.routers.clear()
     run = ChaosRun(
         stack=stack,
         scenario=scenario.name,
         mode=mode,
         requests=requests,
         workers=scenario.workers,
+        routers=scenario.routers,
         replication=min(3, stack.brokers),
         options=options,
     )

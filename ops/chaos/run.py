@@ -1,9 +1,13 @@
 """One chaos run: seed unique requests, inject a fault, read every result back.
 
+Requests go to the run's request topic, through `sluicegate router`
+processes (in the run's delivery mode) to the work topic and the workers,
+so every scenario tests the whole path, router included.
+
 The proof follows Kafka's own `transactions_test.py`: every request has a
 unique id; results are read with a `read_committed` consumer from the start
 of the results topic; at the end (every id answered, or the run's time
-bound passed) the workers are stopped with SIGTERM, the topic is read to its
+bound passed) the routers, then the workers, are stopped with SIGTERM, the topic is read to its
 end, and the run counts lost ids (sent, never answered) and duplicated ids
 (answered more than once).
 """
@@ -24,7 +28,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.models import InferenceRequest
 from sluicegate.schemas.settings import TopicSettings
-from sluicegate.streams.topology import default_topics, ensure_topics
+from sluicegate.streams.topology import (
+    compacted_topics,
+    default_topics,
+    ensure_topics,
+    streams_topics,
+)
 
 from .stack import MODEL, ChaosStack
 
@@ -75,6 +84,7 @@ class ChaosRun:
         mode: Mode,
         requests: int,
         workers: int = 2,
+        routers: int = 1,
         partitions: int = 6,
         replication: int = 1,
         timeout_s: float | None = None,
@@ -85,12 +95,14 @@ class ChaosRun:
         self.mode = mode
         self.requests = requests
         self.initial_workers = workers
+        self.initial_routers = routers
         self.partitions = partitions
         self.replication = replication
         self.timeout_s = timeout_s or 180 + requests / 25
         prefix = f"chaos{uuid.uuid4().hex[:8]}"
         self.topics = TopicSettings.prefixed(prefix)
         self.group = f"{prefix}.workers"
+        self.router_group = f"{prefix}.router"
         self.work_topic = self.topics.work(MODEL, "cpu")
         self.report = Report(scenario=scenario, mode=mode)
         self.sent_ids: set[str] = set()
@@ -123,6 +135,11 @@ class ChaosRun:
             name, topics=self.topics, group=self.group, mode=self.mode, wait=wait
         )
 
+    def start_router(self, name: str, *, wait: bool = True) -> None:
+        self.stack.start_router(
+            name, topics=self.topics, group=self.router_group, mode=self.mode, wait=wait
+        )
+
     async def seed(self, count: int, *, deadline_s: float | None = None, rate: float = 0) -> None:
         """Produce `count` new unique requests (at `rate` per second when positive)."""
         producer = AIOKafkaProducer(
@@ -145,7 +162,7 @@ class ChaosRun:
                 )
                 acks.append(
                     await producer.send(
-                        self.work_topic, encode(request), key=rid.encode(), headers=headers()
+                        self.topics.requests, encode(request), key=rid.encode(), headers=headers()
                     )
                 )
                 self.sent_ids.add(rid)
@@ -161,10 +178,13 @@ class ChaosRun:
         self._started = time.monotonic()
         await ensure_topics(
             self.stack.kafka_settings(),
-            default_topics(self.topics),
+            default_topics(self.topics) + streams_topics(self.topics),
             partitions=self.partitions,
             replication=self.replication,
+            compacted=compacted_topics(self.topics),
         )
+        for i in range(self.initial_routers):
+            await self.blocking(lambda i=i: self.start_router(f"router{i}"))  # type: ignore[misc]
         for i in range(self.initial_workers):
             await self.blocking(lambda i=i: self.start_worker(f"w{i}"))  # type: ignore[misc]
         self._last_read = time.monotonic()
@@ -186,8 +206,8 @@ class ChaosRun:
                 injector.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await injector
-            # Stop the workers (they drain and commit), then read to the end.
-            for name in self.stack.running_workers():
+            # Stop the routers, then the workers (they drain and commit); read to the end.
+            for name in self.stack.running_routers() + self.stack.running_workers():
                 await self.blocking(lambda name=name: self.stack.stop_worker(name))  # type: ignore[misc]
             await self._quiet(3.0)
         finally:

@@ -1,4 +1,4 @@
-"""The seven fault scenarios. Each injects its faults into a running `ChaosRun`.
+"""The nine fault scenarios. Each injects its faults into a running `ChaosRun`.
 
 Fault points are tied to progress (a fraction of the requests answered), not
 to wall time, so a scenario behaves alike on a fast and a slow machine.
@@ -23,8 +23,9 @@ class Scenario:
     summary: str
     inject: Inject
     workers: int = 2
+    routers: int = 1
     brokers: int = 1
-    seed: bool = True  # False: the scenario seeds itself (overload)
+    seed: bool = True  # False: the scenario seeds itself (overload, the router ones)
     prepare: Callable[[ChaosRun], None] | None = None
 
 
@@ -56,6 +57,51 @@ async def scale_workers(run: ChaosRun) -> None:
     await run.until_answered(0.7)
     await run.blocking(lambda: run.stack.stop_worker("w-extra-1"))
     run.fault("removed w-extra-1")
+
+
+def _seed_paced(run: ChaosRun) -> asyncio.Task[None]:
+    """Seed the run's requests over about 30 s, so the routers are busy when faults hit."""
+    return asyncio.create_task(run.seed(run.requests, rate=max(20.0, run.requests / 30)))
+
+
+async def _until_sent(run: ChaosRun, fraction: float) -> None:
+    # Polls the seeder's count (the seeder is `ChaosRun.seed`, shared with the other
+    # scenarios; it signals nothing per record).
+    while len(run.sent_ids) < fraction * run.requests:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+
+
+async def kill_routers(run: ChaosRun) -> None:
+    """`kill -9` a random router `kills` times while requests arrive (open transactions
+    and unacknowledged sends die with it); the harness restarts it."""
+    rng = random.Random(11)
+    kills = run.options.kills
+    seeding = _seed_paced(run)
+    for k in range(kills):
+        await _until_sent(run, (k + 1) / (kills + 1))
+        victim = rng.choice(run.stack.running_routers())
+        run.stack.kill9(victim)
+        run.fault(f"kill -9 {victim} ({len(run.sent_ids)} sent)")
+        await asyncio.sleep(0.5)
+        await run.blocking(lambda v=victim: run.start_router(v, wait=False))  # type: ignore[misc]
+        run.fault(f"restarted {victim}")
+    await seeding
+
+
+async def scale_routers(run: ChaosRun) -> None:
+    """Two routers share the request partitions; while requests arrive, a third joins,
+    then two leave (SIGTERM): rebalances mid-transaction."""
+    seeding = _seed_paced(run)
+    await _until_sent(run, 0.25)
+    await run.blocking(lambda: run.start_router("router-extra", wait=False))
+    run.fault(f"added router-extra ({len(run.sent_ids)} sent)")
+    await _until_sent(run, 0.5)
+    await run.blocking(lambda: run.stack.stop_worker("router0"))
+    run.fault(f"removed router0 ({len(run.sent_ids)} sent)")
+    await _until_sent(run, 0.75)
+    await run.blocking(lambda: run.stack.stop_worker("router-extra"))
+    run.fault(f"removed router-extra ({len(run.sent_ids)} sent)")
+    await seeding
 
 
 async def restart_broker(run: ChaosRun) -> None:
@@ -142,6 +188,20 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             name="scale-workers", summary="add and remove workers mid-run", inject=scale_workers
+        ),
+        Scenario(
+            name="kill-router",
+            summary="kill -9 one of two routers mid-transaction, 5 times",
+            inject=kill_routers,
+            routers=2,
+            seed=False,
+        ),
+        Scenario(
+            name="two-routers",
+            summary="two routers in one group; a third joins, two leave",
+            inject=scale_routers,
+            routers=2,
+            seed=False,
         ),
         Scenario(
             name="broker-restart", summary="restart the broker mid-run", inject=restart_broker

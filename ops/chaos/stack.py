@@ -1,10 +1,10 @@
-"""The stack a chaos run owns: its own Kafka (one node or three), Triton, worker processes.
+"""The stack a chaos run owns: its own Kafka (one node or three), Triton, routers, workers.
 
 Everything binds free loopback ports under one state dir, so a chaos run
 never touches `sluicegate up`'s stack. Triton serves only `text-embed` (cheap,
 fast to load) and honours the chaos delay knob (``inference/triton/_chaos``).
-Workers are `sluicegate worker` processes, each in its own process group,
-so `kill9` is a real `kill -9` of a worker mid-batch.
+Workers and routers are `sluicegate worker` / `sluicegate router` processes,
+each in its own process group, so `kill9` is a real `kill -9` mid-batch.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class ChaosStack:
     cache_dir: Path  # jars, Triton backend copy, model repository (shared)
     brokers: int = 1
     workers: dict[str, WorkerProc] = field(default_factory=dict)
+    routers: dict[str, WorkerProc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -112,6 +113,8 @@ class ChaosStack:
         self.triton.start(timeout=240)
 
     def stop(self) -> None:
+        for router in self.routers.values():
+            self.stop_worker(router.name, grace=20)
         for worker in self.workers.values():
             self.stop_worker(worker.name, grace=20)
         self.triton.stop(grace=10)
@@ -122,7 +125,38 @@ class ChaosStack:
     def start_worker(
         self, name: str, *, topics: TopicSettings, group: str, mode: str, wait: bool = True
     ) -> WorkerProc:
-        proc = self.workers.get(name)
+        env = {"SLUICEGATE_GROUP_ID": group, **self._env(topics, mode)}
+        return self._start(self.workers, name, ["worker", "--model", MODEL], env, wait=wait)
+
+    def start_router(
+        self, name: str, *, topics: TopicSettings, group: str, mode: str, wait: bool = True
+    ) -> WorkerProc:
+        """A `sluicegate router` in group `group`, `mode` delivery, on the run's topics."""
+        env = {"SLUICEGATE_ROUTER_GROUP_ID": group, **self._env(topics, mode)}
+        return self._start(self.routers, name, ["router"], env, wait=wait)
+
+    def _env(self, topics: TopicSettings, mode: str) -> dict[str, str]:
+        names = {f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()}
+        return {
+            "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "SLUICEGATE_TRITON__URL": self.triton.grpc_url,
+            "SLUICEGATE_TRITON__TIMEOUT_S": "60",
+            **names,
+            "SLUICEGATE_DELIVERY": mode,
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def _start(
+        self,
+        procs: dict[str, WorkerProc],
+        name: str,
+        command: list[str],
+        extra: dict[str, str],
+        *,
+        wait: bool,
+    ) -> WorkerProc:
+        proc = procs.get(name)
         if proc is None:
             process = ManagedProcess(name=name, state_dir=self.root / "workers")
             proc = WorkerProc(
@@ -131,25 +165,10 @@ class ChaosStack:
                 ready=self.root / "workers" / f"{name}.ready",
                 log_offset=process.log_path.stat().st_size if process.log_path.exists() else 0,
             )
-            self.workers[name] = proc
+            procs[name] = proc
         proc.ready.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env.update(
-            {
-                "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
-                "SLUICEGATE_TRITON__URL": self.triton.grpc_url,
-                "SLUICEGATE_TRITON__TIMEOUT_S": "60",
-                "SLUICEGATE_TOPICS__RESULTS": topics.results,
-                "SLUICEGATE_TOPICS__TELEMETRY": topics.telemetry,
-                "SLUICEGATE_TOPICS__DLQ": topics.dlq,
-                "SLUICEGATE_TOPICS__WORK_PREFIX": topics.work_prefix,
-                "SLUICEGATE_GROUP_ID": group,
-                "SLUICEGATE_DELIVERY": mode,
-                "PYTHONUNBUFFERED": "1",
-                **self.extra_env,
-            }
-        )
-        argv = [sys.executable, "-m", "sluicegate", "worker", "--model", MODEL]
+        env = {**os.environ, **extra}
+        argv = [sys.executable, "-m", "sluicegate", *command]
         proc.popen = proc.process.start([*argv, "--ready-file", str(proc.ready)], env=env)
         proc.starts += 1
         if wait:
@@ -161,14 +180,17 @@ class ChaosStack:
         wait_until(
             proc.ready.exists,
             timeout=timeout,
-            what=f"chaos worker {proc.name}",
+            what=f"chaos process {proc.name}",
             alive=lambda: popen is not None and popen.poll() is None,
             log_path=proc.process.log_path,
         )
 
+    def _proc(self, name: str) -> WorkerProc:
+        return self.workers[name] if name in self.workers else self.routers[name]
+
     def kill9(self, name: str) -> None:
-        """`kill -9` the worker's process group and reap it (no drain, no commit)."""
-        proc = self.workers[name]
+        """`kill -9` a worker's or router's process group and reap it (no drain, no commit)."""
+        proc = self._proc(name)
         pid = proc.process.pid()
         if pid is not None:
             os.killpg(pid, signal.SIGKILL)
@@ -178,8 +200,8 @@ class ChaosStack:
         proc.process.pid_path.unlink(missing_ok=True)
 
     def stop_worker(self, name: str, *, grace: float = 45) -> None:
-        """SIGTERM: the worker drains and commits; SIGKILL after `grace` seconds."""
-        proc = self.workers[name]
+        """SIGTERM: the worker (or router) drains and commits; SIGKILL after `grace` seconds."""
+        proc = self._proc(name)
         proc.process.stop(grace=grace)
         if proc.popen is not None:
             proc.popen.wait(timeout=10)
@@ -187,6 +209,9 @@ class ChaosStack:
 
     def running_workers(self) -> list[str]:
         return [n for n, w in self.workers.items() if w.popen is not None]
+
+    def running_routers(self) -> list[str]:
+        return [n for n, r in self.routers.items() if r.popen is not None]
 
     def worker_rss_mb(self) -> float:
         """Largest resident set of a live worker process, MiB."""

@@ -1,6 +1,7 @@
 """The fault scenarios at small, bounded sizes, on a chaos stack of their own.
 
-Each test seeds unique requests into real worker processes, injects its
+Each test seeds unique requests through real router processes into real
+worker processes, injects its
 fault, and reads every result back `read_committed`: nothing lost, and in
 exactly_once mode nothing duplicated. The full-size runs (10,000 requests,
 60 s bursts, the 3-broker cluster) are `make chaos` / `sluicegate chaos run`;
@@ -61,6 +62,12 @@ def test_workers_join_and_leave_mid_run(chaos_stack: ChaosStack) -> None:
     report = run(chaos_stack, "scale-workers", 200)
     check(report, faults=4)
     assert report.rebalances >= 4
+
+
+def test_kill_dash_nine_a_router_mid_transaction(chaos_stack: ChaosStack) -> None:
+    """Every scenario goes through the router now; this one kills it (one of two)."""
+    report = run(chaos_stack, "kill-router", 150)
+    check(report, faults=4)
 
 
 def test_broker_restart_mid_run(chaos_stack: ChaosStack) -> None:

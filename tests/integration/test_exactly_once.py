@@ -15,11 +15,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.runtime.transactions import ExactlyOnce, Outgoing, transactional_id
 from sluicegate.schemas.codec import decode_result, encode, headers
 from sluicegate.schemas.models import InferenceRequest, Status
 from sluicegate.schemas.settings import TopicSettings
-from sluicegate.workers.output.delivery import Outgoing
-from sluicegate.workers.output.transactions import ExactlyOnce, transactional_id
 from tests.fakes import FakeRecord
 
 from .conftest import WorkerFactory

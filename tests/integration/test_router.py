@@ -115,7 +115,8 @@ async def test_masks_pii_and_routes_by_size_health_and_capacity(
         moved = None
         deadline = time.monotonic() + 30
         while moved is None and time.monotonic() < deadline:
-            probe = InferenceRequest(request_id=rid(), model="text-embed", texts=[LONG])
+            # Not identical to `medium`, still in flight: it would be coalesced with it.
+            probe = InferenceRequest(request_id=rid(), model="text-embed", texts=[LONG + rid()[:2]])
             await produce_requests(kafka, topics.requests, [probe])
             await reader.wait_for(
                 lambda rs, p=probe: any(p.request_id.encode() == r.key for r in rs)
@@ -147,12 +148,16 @@ async def test_masks_pii_and_routes_by_size_health_and_capacity(
 
 async def test_quota_rejects_with_retry_after(kafka: KafkaSettings, topics: TopicSettings) -> None:
     quota = QuotaSettings(tenants={"tiny": TenantQuota(rate=1, burst=40)})
-    text = "twelve words of text for the quota test, give or take."
+
+    # Texts alike in length, not identical (identical ones in flight are coalesced).
+    def text(i: int) -> str:
+        return f"twelve words of text for the quota test {i}, give or take."
+
     requests = [
-        InferenceRequest(request_id=rid(), model="text-embed", texts=[text], tenant="tiny")
-        for _ in range(6)
+        InferenceRequest(request_id=rid(), model="text-embed", texts=[text(i)], tenant="tiny")
+        for i in range(6)
     ]
-    other = InferenceRequest(request_id=rid(), model="text-embed", texts=[text], tenant="big")
+    other = InferenceRequest(request_id=rid(), model="text-embed", texts=[text(7)], tenant="big")
     async with (
         TopicReader(kafka, topics.results) as results,
         TopicReader(kafka, topics.work("text-embed", "cpu")) as work,
@@ -275,7 +280,8 @@ async def test_a_shifted_input_stream_raises_a_drift_event(
     async with (
         TopicReader(kafka, topics.telemetry_rollup) as rollups,
         TopicReader(kafka, topics.work("text-embed", "cpu")) as work,
-        running_router(kafka, topics, drift=drift) as router,
+        # No cache: random short texts repeat, and repeats would be coalesced.
+        running_router(kafka, topics, drift=drift, cache_ttl_s=0) as router,
     ):
         await produce_requests(kafka, topics.requests, baseline, keys=[b"k"] * 200)
         await produce_requests(kafka, topics.requests, same, keys=[b"k"] * 120)

@@ -18,13 +18,15 @@ def test_chaos_help_and_unknown_scenario() -> None:
     assert refused.exit_code == 2
     listed = runner.invoke(app, ["chaos", "list"])
     assert listed.exit_code == 0 and all(name in listed.output for name in SCENARIOS)
-    assert len(SCENARIOS) == 7
+    assert len(SCENARIOS) == 9
 
 
 def test_scenario_names_match_the_issue_list() -> None:
     assert list(SCENARIOS) == [
         "kill-worker",
         "scale-workers",
+        "kill-router",
+        "two-routers",
         "broker-restart",
         "triton-restart",
         "slow-triton",
@@ -32,3 +34,4 @@ def test_scenario_names_match_the_issue_list() -> None:
         "leader-kill",
     ]
     assert SCENARIOS["leader-kill"].brokers == 3
+    assert SCENARIOS["kill-router"].routers == 2 and SCENARIOS["two-routers"].routers == 2

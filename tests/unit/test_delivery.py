@@ -9,7 +9,8 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from sluicegate.runtime.kafka import KafkaSettings
-from sluicegate.workers.output.delivery import AtLeastOnce, Outgoing
+from sluicegate.runtime.transactions import Outgoing
+from sluicegate.workers.output.delivery import AtLeastOnce
 from tests.fakes import FakeRecord
 
 TOPIC = "sg.work.text-embed.default"

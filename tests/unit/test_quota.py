@@ -48,3 +48,25 @@ def test_a_request_larger_than_the_burst_never_fits() -> None:
     quotas = TenantQuotas(settings=QuotaSettings(default=TenantQuota(rate=5, burst=50)))
     refusal = quotas.admit("t", cost(51))
     assert refusal is not None and refusal.retry_after_s == math.inf
+
+
+def test_routers_splitting_the_partitions_admit_the_quota_once_between_them() -> None:
+    """Two routers with shares 2/3 and 1/3 of the partitions, each seeing its share of
+    the traffic, admit together what one router with the whole quota would."""
+    clock = Clock()
+    settings = QuotaSettings(tenants={"t": TenantQuota(rate=30, burst=60)})
+    routers = [TenantQuotas(settings=settings, clock=clock) for _ in range(2)]
+    routers[0].set_share(2 / 3)
+    routers[1].set_share(1 / 3)
+    admitted = 0
+    for step in range(300):  # 30 s of 10 requests of 1 unit per 0.1 s, 3x the rate
+        clock.t = step / 10
+        for i in range(10):
+            if routers[0 if i % 3 else 1].admit("t", cost(1)) is None:
+                admitted += 1
+    # burst 60 + 30/s x 29.9 s, give or take a unit per router
+    assert abs(admitted - (60 + 30 * 29.9)) <= 2
+    one = TenantQuotas(settings=settings, clock=clock)
+    one.set_share(0.5)
+    refusal = one.admit("t", cost(31))
+    assert refusal is not None and refusal.retry_after_s == math.inf  # over this router's burst

@@ -23,9 +23,9 @@ from sluicegate.schemas.control import (
 )
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
-from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
+from sluicegate.schemas.models import ErrorInfo, InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
-from sluicegate.streams.cache import ResultCache
+from sluicegate.streams.cache import ResultCache, content_key
 from sluicegate.streams.control import ControlState
 from sluicegate.streams.drift import DriftMonitor
 from sluicegate.streams.health import PoolHealth
@@ -168,15 +168,15 @@ def test_pii_is_masked_in_what_is_forwarded() -> None:
 
 def test_a_tenant_over_quota_is_rejected_with_retry_after() -> None:
     r = rig(quota=TenantQuota(rate=1, burst=10))  # 7 tokens a request: one fits the burst
-    words = "one two three four five"
-    first, second = r.run(req("q1", words), req("q2", words))
+    # Different texts of the same length (identical ones would be coalesced).
+    first, second = r.run(req("q1", "one two three four five"), req("q2", "one two three four six"))
     assert first[0].topic == TOPICS.work("text-embed", hdr(first[0])[POOL_HEADER].decode())
     result = result_of(second[0])
     assert result.request_id == "q2" and result.status is Status.REJECTED
     assert result.error is not None and result.error.code == "over_quota"
     assert result.error.retry_after_s == pytest.approx(4.0)  # 7 units needed, 3 left, 1/s
     r.quota_clock.t += 60  # the bucket refills
-    [[again]] = r.run(req("q3", "one two three four five"))
+    [[again]] = r.run(req("q3", "one two three four seven"))
     assert hdr(again)[POOL_HEADER]
     assert r.core.stats["over_quota"] == 1
 
@@ -226,7 +226,7 @@ def test_canary_weights_split_traffic_by_the_route_spec() -> None:
     r = rig()
     spec = RouteSpec(model="text-embed", versions={"1": 3, "2": 1}, shadow="3", shadow_fraction=1)
     r.control.apply("route/text-embed", spec, now=NOW_MS)
-    outs = r.run(*(req(f"k{i}") for i in range(800)))
+    outs = r.run(*(req(f"k{i}", f"hello there number {i}") for i in range(800)))
     versions = Counter(hdr(out[0])[VERSION_HEADER].decode() for out in outs)
     assert set(versions) == {"1", "2"}
     assert versions["2"] / 800 == pytest.approx(0.25, abs=0.06)
@@ -243,7 +243,7 @@ def test_an_unhealthy_pool_is_avoided() -> None:
     r = rig()
     r.core.offer_rollup(FakeRecord(value=encode(window("a100", requests=100, errors=90))))
     r.core.offer_rollup(FakeRecord(value=encode(window("mi200", requests=100, errors=0))))
-    outs = r.run(*(req(f"h{i}") for i in range(50)))
+    outs = r.run(*(req(f"h{i}", f"hello there number {i}") for i in range(50)))
     assert {hdr(out[0])[POOL_HEADER] for out in outs} == {b"mi200"}
     assert {out[0].topic for out in outs} == {TOPICS.work("text-embed", "mi200")}
 
@@ -296,3 +296,50 @@ def test_a_malformed_control_record_is_dead_lettered_with_the_next_tombstones() 
     assert letter.topic == TOPICS.dlq and letter.value == b"\xc1"
     assert DeadLetter.from_headers(letter.headers or []).code == "control_malformed"
     assert r.core.tombstones() == []  # once
+
+
+def test_identical_requests_in_flight_are_computed_once_and_answered_each() -> None:
+    r = rig()
+    [work], parked, other = r.run(req("lead"), req("same1"), req("same2"))
+    assert hdr(work)[POOL_HEADER] and parked == [] and other == []
+    assert r.core.stats["routed"] == 1 and r.core.stats["coalesced"] == 2
+    assert r.core.take_released() == [], "nothing to answer before the leader's result"
+    computed = InferenceResult(
+        request_id="lead", status=Status.OK, model="text-embed", outputs={"embedding": [2.0]}
+    )
+    r.core.offer_result(FakeRecord(value=encode(computed), topic=TOPICS.results))
+    released = r.core.take_released()
+    answers = {result_of(p).request_id: result_of(p) for _, [p] in released}
+    assert set(answers) == {"same1", "same2"}
+    assert all(a.cached and a.outputs == {"embedding": [2.0]} for a in answers.values())
+    assert not any(r.core.coalescer.is_parked(rec) for rec, _ in released)
+
+
+def test_requests_parked_behind_a_failed_leader_are_routed_after_all() -> None:
+    r = rig()
+    r.run(req("lead2", "fails"), req("behind", "fails"))
+    failed = InferenceResult(
+        request_id="lead2",
+        status=Status.EXPIRED,
+        model="text-embed",
+        error=ErrorInfo(code="deadline_expired", message="too late"),
+    )
+    r.core.offer_result(FakeRecord(value=encode(failed), topic=TOPICS.results))
+    [(rec, [work])] = r.core.take_released()
+    assert rec.key == b"behind" and hdr(work)[POOL_HEADER]
+    assert r.core.stats["routed"] == 2
+
+
+def test_parked_requests_hold_back_their_partition_until_answered_or_overdue() -> None:
+    r = rig()
+    lead, a, b = req("L", "same text"), req("A", "same text"), req("B", "same text")
+    a.offset, b.offset, b.partition = 5, 9, 1
+    r.run(lead, a, b)
+    c = r.core.coalescer
+    assert c.lowest(TOPICS.requests, 0) == 5 and c.lowest(TOPICS.requests, 1) == 9
+    c.drop([(TOPICS.requests, 1)])  # partition 1 revoked: its next owner re-reads B
+    assert c.lowest(TOPICS.requests, 1) is None and c.size == 1
+    assert c.overdue(NOW_MS + 60_000) == []
+    [late] = c.overdue(NOW_MS + 121_000)  # the leader's result never came
+    assert late.request.request_id == "A" and c.lowest(TOPICS.requests, 0) is None
+    assert c.leader(content_key(late.request)) is None, "a silent leader is forgotten"

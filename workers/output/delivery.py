@@ -24,32 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.runtime.records import Record
+from sluicegate.runtime.transactions import Outgoing, tp_of
 
 from .offsets import OffsetTracker
 
 log = logging.getLogger("sluicegate.worker.delivery")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outgoing:
-    """One record a worker writes (a result, a DLQ record or a telemetry event)."""
-
-    topic: str
-    value: bytes | None
-    key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    # At-least-once: the input offset waits for this record's acknowledgement.
-    # False for telemetry, which is best effort there (exactly-once sends it
-    # in the transaction like everything else).
-    required: bool = True
 
 
 class Delivery(Protocol):
@@ -94,21 +80,6 @@ class Delivery(Protocol):
     async def revoked(
         self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
     ) -> None: ...
-
-
-async def probe(kafka: KafkaSettings) -> None:
-    """Bootstrap once; raises `KafkaConnectError` (unreachable, bad credentials, bad TLS)."""
-    client = AIOKafkaClient(**kafka.client_kwargs())
-    try:
-        await client.bootstrap()
-    except KafkaConnectionError as exc:
-        raise kafka.connect_error(exc) from exc
-    finally:
-        await client.close()
-
-
-def tp_of(rec: Record) -> TopicPartition:
-    return TopicPartition(rec.topic, rec.partition)
 
 
 class Producer(Protocol):

@@ -24,6 +24,7 @@ from opentelemetry.trace import INVALID_SPAN, Span
 
 from sluicegate.runtime.destinations import Destinations, permanent, unwritable
 from sluicegate.runtime.records import Record
+from sluicegate.runtime.transactions import Outgoing
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
@@ -32,7 +33,7 @@ from sluicegate.schemas.settings import TopicSettings
 from ..answers import Answers
 from ..quarantine import Quarantine
 from ..tracing import WorkerObserver
-from .delivery import Delivery, Outgoing
+from .delivery import Delivery
 
 __all__ = ["Publisher", "Reply"]
 
@@ -124,7 +125,12 @@ class Publisher:
             topic = reply.reply_to or self._topics.results
             with self._obs.result_send(reply.span, topic, reply.result) as hdrs:
                 key = reply.result.request_id.encode()
-                out.append(Outgoing(topic=topic, value=encode(reply.result), key=key, headers=hdrs))
+                rid = reply.result.request_id
+                out.append(
+                    Outgoing(
+                        topic=topic, value=encode(reply.result), key=key, headers=hdrs, answers=rid
+                    )
+                )
                 # Request telemetry: best effort at least once, in the transaction otherwise.
                 out.append(
                     Outgoing(

@@ -1,4 +1,7 @@
-"""Exactly-once delivery: one transactional producer per input partition.
+"""Exactly-once output: one transactional producer per input partition.
+
+Shared by the workers (`workers.output`) and the router (`streams.router`),
+which may not import each other: it lives on the runtime floor.
 
 Each transaction carries, for one input partition, the results, DLQ records
 and telemetry of a *contiguous* run of input offsets and the consumer offset
@@ -23,6 +26,15 @@ Jepsen advice); re-initialising settles the unknown transaction, and the
 partition is rewound to the committed offset and its in-memory state
 dropped, so whatever did not commit runs again. Records fetched while a
 partition is being (re)opened are dropped; the seek re-reads them.
+
+A message that can never be written (unknown or illegal topic, not
+authorised, record too large: `permanent()`) would abort its partition's
+transaction forever. Its input offset gets `max_produce_attempts`
+transactions; after that the message is replaced by a DLQ record (code
+`reply_to_unwritable`, the original bytes unless they were the problem) and,
+when it answers a request (`Outgoing.answers`), an error result on the
+results topic, so the partition moves on and the request still ends in
+exactly one result.
 """
 
 from __future__ import annotations
@@ -33,16 +45,68 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from sluicegate.runtime.kafka import KafkaSettings, transactional_producer
-from sluicegate.runtime.records import Record
+from sluicegate.schemas.codec import encode, headers
+from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import ErrorCode
+from sluicegate.schemas.models import Status
 
-from .delivery import Outgoing, probe, tp_of
+from .destinations import permanent
+from .kafka import KafkaSettings, transactional_producer
+from .records import Record
+from .results import ResultBuilder
 
-log = logging.getLogger("sluicegate.worker.transactions")
+log = logging.getLogger("sluicegate.transactions")
+
+# The record itself was too large: its DLQ copy leaves the original bytes out.
+_TOO_LARGE = frozenset(
+    {"MessageSizeTooLargeError", "RecordTooLargeError", "RecordListTooLargeError"}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    """One record to write (a result, a work or DLQ record, a telemetry event)."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # At-least-once: the input offset waits for this record's acknowledgement.
+    # False for telemetry, which is best effort there (exactly-once sends it
+    # in the transaction like everything else).
+    required: bool = True
+    # The request id this record answers or carries (a result, a work record):
+    # if it can never be written, that request gets an error result instead.
+    answers: str | None = None
+
+
+async def probe(kafka: KafkaSettings) -> None:
+    """Bootstrap once; raises `KafkaConnectError` (unreachable, bad credentials, bad TLS)."""
+    client = AIOKafkaClient(**kafka.client_kwargs())
+    try:
+        await client.bootstrap()
+    except KafkaConnectionError as exc:
+        raise kafka.connect_error(exc) from exc
+    finally:
+        await client.close()
+
+
+def tp_of(rec: Record) -> TopicPartition:
+    return TopicPartition(rec.topic, rec.partition)
+
+
+@dataclass(kw_only=True)
+class _Strike:
+    """Transactions lost to a permanent produce error of one input offset's output."""
+
+    count: int
+    topic: str
+    error: str
+
 
 # Seconds between attempts to reopen a partition whose producer failed.
 _REOPEN_BACKOFF_S = 1.0
@@ -74,6 +138,9 @@ class _Partition:
 class ExactlyOnce:
     """Transactional output per input partition (see module docstring).
 
+    `dlq_topic` / `results_topic` turn on the bounded handling of records
+    that can never be written (module docstring); `stage` names the DLQ stage.
+
     The `on_drop` callback (the constructor's, or the engine's through
     `on_drop()`) is called whenever this object drops a partition's state
     outside a rebalance (fenced, or rewound after an indefinite error), so the
@@ -87,8 +154,18 @@ class ExactlyOnce:
         group: str,
         on_drop: Callable[[list[TopicPartition]], None] = lambda _: None,
         transaction_timeout_ms: int = 60_000,
+        dlq_topic: str | None = None,
+        results_topic: str | None = None,
+        stage: str = "deliver",
+        max_produce_attempts: int = 3,
     ) -> None:
         self._kafka = kafka
+        self._dlq = dlq_topic
+        self._results = results_topic
+        self._stage = stage
+        self._max_attempts = max_produce_attempts
+        self._strikes: dict[tuple[TopicPartition, int], _Strike] = {}
+        self._answers = ResultBuilder(worker=f"{group}-transactions")
         self._group = group
         self._on_drop = on_drop
         self._timeout_ms = transaction_timeout_ms
@@ -97,6 +174,7 @@ class ExactlyOnce:
         self._reopen: dict[TopicPartition, float] = {}
         self.transactions = 0  # committed, for tests and logs
         self.reinitialised = 0  # producers replaced after an error
+        self.rerouted = 0  # unwritable records sent to the DLQ instead
 
     async def start(self) -> None:
         await probe(self._kafka)
@@ -131,6 +209,9 @@ class ExactlyOnce:
         if part is None or rec.offset not in part.pending:
             return  # the partition was dropped or rewound since: its new reader answers
         part.pending.discard(rec.offset)
+        strike = self._strikes.get((tp_of(rec), rec.offset))
+        if strike is not None and strike.count >= self._max_attempts and self._dlq is not None:
+            messages = self._reroute(rec, messages, strike)
         part.answered[rec.offset] = list(messages)
 
     async def attach(self, anchor: Record, message: Outgoing) -> None:
@@ -171,22 +252,33 @@ class ExactlyOnce:
             return
         ready = sorted(o for o in part.answered if o < upto)
         loose = len(part.loose)  # more may be attached while this transaction runs
-        messages = [m for o in ready for m in part.answered[o]] + part.loose[:loose]
+        origins: list[tuple[int | None, Outgoing]] = [
+            (o, m) for o in ready for m in part.answered[o]
+        ]
+        origins += [(None, m) for m in part.loose[:loose]]
         producer = part.producer
         try:
             await producer.begin_transaction()
-            acks = [
-                await producer.send(m.topic, m.value, key=m.key, headers=m.headers)
-                for m in messages
-            ]
+            acks = []
+            for origin, m in origins:
+                try:
+                    acks.append(await producer.send(m.topic, m.value, key=m.key, headers=m.headers))
+                except KafkaError as exc:
+                    self._strike(tp, origin, m, exc)
+                    raise
             # Collect every acknowledgement (a fenced producer fails them all) and
             # raise the first failure.
+            results = await asyncio.gather(*acks, return_exceptions=True)
             failures = [
-                r for r in await asyncio.gather(*acks, return_exceptions=True) if r is not None
+                (origin, m, r)
+                for (origin, m), r in zip(origins, results, strict=False)
+                if isinstance(r, BaseException)
             ]
-            failures = [f for f in failures if isinstance(f, BaseException)]
             if failures:
-                raise failures[0]
+                for origin, m, r in failures:
+                    if isinstance(r, Exception):
+                        self._strike(tp, origin, m, r)
+                raise failures[0][2]
             if upto > part.committed:
                 offsets = {tp: OffsetAndMetadata(upto, "")}
                 await producer.send_offsets_to_transaction(offsets, self._group)
@@ -200,9 +292,92 @@ class ExactlyOnce:
             return  # dropped by a rebalance while committing
         for o in ready:
             del part.answered[o]
+            self._strikes.pop((tp, o), None)
         del part.loose[:loose]
         part.committed = max(part.committed, upto)
         self.transactions += 1
+
+    # -- records that can never be written ------------------------------------------
+
+    def _strike(
+        self,
+        tp: TopicPartition,
+        origin: int | None,
+        message: Outgoing,
+        exc: Exception,
+    ) -> None:
+        """Count a permanent failure against the input offset whose output it was."""
+        if not permanent(exc) or self._dlq is None:
+            return
+        if origin is None:
+            return  # batch telemetry: dropped with the partition's state when it rewinds
+        strike = self._strikes.setdefault(
+            (tp, origin), _Strike(count=0, topic=message.topic, error=type(exc).__name__)
+        )
+        strike.count += 1
+        log.warning(
+            "output of %s[%d]@%d cannot be written to %s (%s), attempt %d of %d",
+            tp.topic,
+            tp.partition,
+            origin,
+            message.topic,
+            type(exc).__name__,
+            strike.count,
+            self._max_attempts,
+        )
+
+    def _reroute(
+        self, rec: Record, messages: Sequence[Outgoing], strike: _Strike
+    ) -> list[Outgoing]:
+        """`messages`, those for the unwritable topic replaced by a DLQ record (and an
+        error result for the request they answer)."""
+        assert self._dlq is not None
+        too_large = strike.error in _TOO_LARGE
+        out: list[Outgoing] = []
+        for m in messages:
+            if m.topic != strike.topic:
+                out.append(m)
+                continue
+            self.rerouted += 1
+            reason = (
+                f"{ErrorCode.REPLY_TO_UNWRITABLE.message} (topic {m.topic!r}: {strike.error} "
+                f"after {strike.count} attempts)"
+            )
+            letter = DeadLetter(
+                code=ErrorCode.REPLY_TO_UNWRITABLE,
+                message=reason,
+                error_class=strike.error,
+                stage=self._stage,
+                source_topic=rec.topic,
+                source_partition=rec.partition,
+                source_offset=rec.offset,
+                request_id=m.answers,
+            )
+            passed = [(k, v) for k, v in m.headers if not k.startswith("sg-dlq-")]
+            value = b"" if too_large else m.value
+            out.append(
+                Outgoing(
+                    topic=self._dlq, value=value, key=m.key, headers=passed + letter.to_headers()
+                )
+            )
+            fits = m.topic != self._results or too_large
+            if m.answers is not None and self._results is not None and fits:
+                result = self._answers.failure(
+                    m.answers,
+                    status=Status.ERROR,
+                    code=ErrorCode.REPLY_TO_UNWRITABLE,
+                    message=reason,
+                )
+                out.append(
+                    Outgoing(
+                        topic=self._results,
+                        value=encode(result),
+                        key=m.answers.encode(),
+                        headers=headers(),
+                        answers=m.answers,
+                    )
+                )
+        return out
 
     async def _failed(self, consumer: AIOKafkaConsumer, tp: TopicPartition, exc: Exception) -> None:
         """A transaction failed: drop the partition's state and reopen it (fences, rewinds)."""

@@ -1,0 +1,77 @@
+"""How the router's output reaches Kafka: at-least-once or exactly-once.
+
+- at_least_once (default): one idempotent producer; the consumer commits a
+  poll's offsets once everything it produced is acknowledged. A crash
+  re-routes the last poll's records (duplicates, never losses).
+- exactly_once: `runtime.transactions.ExactlyOnce`, the workers' machinery:
+  one transactional producer per `sg.requests` partition (transactional id
+  `{router group}-{topic}-{partition}`, which fences a router that lost the
+  partition), the work records, answers, DLQ records and drift alarms of a
+  run of input offsets and those offsets in one transaction. Workers read
+  work topics `read_committed` in that mode, so a routed request runs once.
+
+The rebalance listener also hands the quota its share: the part of the
+request topic's partitions this router was assigned (see `quota.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from sluicegate.runtime.transactions import ExactlyOnce, Outgoing
+
+from .quota import TenantQuotas
+from .router_core import Produce
+
+log = logging.getLogger("sluicegate.router")
+
+
+def outgoing(p: Produce) -> Outgoing:
+    return Outgoing(
+        topic=p.topic, value=p.value, key=p.key, headers=list(p.headers or []), answers=p.answers
+    )
+
+
+class RouterListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Opens/closes transactional partitions, rescales quotas, says when first assigned."""
+
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        quotas: TenantQuotas,
+        exactly_once: ExactlyOnce | None,
+        ready: Callable[[], object],
+        revoked: Callable[[list[TopicPartition]], None] = lambda _: None,
+    ) -> None:
+        self._revoked = revoked
+        self._consumer = consumer
+        self._topic = topic
+        self._quotas = quotas
+        self._eos = exactly_once
+        self._ready = ready
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self._eos is not None:
+            await self._eos.revoked(self._consumer, list(revoked))
+        self._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self._eos is not None:
+            await self._eos.assigned(self._consumer, list(assigned))
+        total = self._consumer.partitions_for_topic(self._topic) or set()
+        mine = [tp for tp in self._consumer.assignment() if tp.topic == self._topic]
+        if total:
+            self._quotas.set_share(len(mine) / len(total))
+        log.info(
+            "router assigned %d of %d partitions of %s; quota share %.3f",
+            len(mine),
+            len(total),
+            self._topic,
+            self._quotas.share,
+        )
+        self._ready()
