@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Go validators built by the `tools` target (see the end of this file).
 TOOLS := .cache/bin/composecheck .cache/bin/k8scheck
+# The S3-compatible server the remote-image tests start on loopback (versitygw,
+# a POSIX-backed S3 gateway, built from the Go module proxy; see the end of this file).
+S3SERVER := .cache/bin/versitygw
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +30,7 @@ venv: $(STAMP) ## Create .venv with everything installed (idempotent)
 demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + workers)
 	$(BIN)/sluicegate demo
 
-test: $(STAMP) $(TOOLS) ## Run unit and integration tests (starts a real Kafka and Triton)
+test: $(STAMP) $(TOOLS) $(S3SERVER) ## Run unit and integration tests (starts a real Kafka and Triton)
 	$(BIN)/python -m pytest -m "not chaos and not fuzz_long"
 
 chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (long)
@@ -98,4 +101,10 @@ GO_TIMEOUT ?= 900
 	@command -v $(GO) >/dev/null || { echo "Go 1.24+ is needed to build $* (Debian: apt-get install golang)"; exit 1; }
 	cd ops/tools/$* && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -o $(CURDIR)/$@ .
 
-tools: $(TOOLS) ## Build the Go validators (compose, Kubernetes) into .cache/bin
+# versitygw has no package of ours to build: ops/tools/versitygw/go.mod names
+# its command as a `tool` and pins it (go.sum); built the same way, Go 1.25+.
+$(S3SERVER): ops/tools/versitygw/go.mod ops/tools/versitygw/go.sum
+	@command -v $(GO) >/dev/null || { echo "Go 1.25+ is needed to build versitygw (Debian: apt-get install golang)"; exit 1; }
+	cd ops/tools/versitygw && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -ldflags=-s -o $(CURDIR)/$@ github.com/versity/versitygw/cmd/versitygw
+
+tools: $(TOOLS) $(S3SERVER) ## Build the Go tools (compose, Kubernetes validators; the test S3 server) into .cache/bin

@@ -36,6 +36,7 @@ from opentelemetry.trace import TracerProvider
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.kafka import OnFirstAssignment, idempotent_producer
 from sluicegate.runtime.kafka import consumer as kafka_consumer
 from sluicegate.runtime.lifecycle import Service
@@ -86,8 +87,11 @@ class Router(Service):
             cache=self._cache,
             tracer=tracing.get_tracer(tracer_provider),
         )
-        self._limits = WireLimits(image_root=settings.image_root)
+        self._limits = WireLimits(
+            image_root=settings.image_root, max_ref_image_bytes=settings.images.max_bytes
+        )
         self._counter: TokenCounter | None = None
+        self._sources: ImageSources | None = None
         self._producer: AIOKafkaProducer | None = None
 
     @property
@@ -103,6 +107,7 @@ class Router(Service):
         executor = ThreadPoolExecutor(s.router_threads, thread_name_prefix="sg-router")
         loop = asyncio.get_running_loop()
         self._counter = await loop.run_in_executor(executor, TokenCounter)
+        sources = self._sources = ImageSources(settings=s.images)
         followers = [
             Follower(
                 kafka=s.kafka,
@@ -151,6 +156,7 @@ class Router(Service):
                 await follower.stop()
             await self._control.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            sources.close()
 
     # -- the loop ---------------------------------------------------------
 
@@ -169,9 +175,12 @@ class Router(Service):
         counter, masker = self._counter, self._masker
         assert counter is not None
         loop = asyncio.get_running_loop()
-        limits = self._limits
+        limits, sources = self._limits, self._sources
         outcomes = await loop.run_in_executor(
-            executor, lambda: decode_all(records, masker=masker, counter=counter, limits=limits)
+            executor,
+            lambda: decode_all(
+                records, masker=masker, counter=counter, limits=limits, sources=sources
+            ),
         )
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime.image_refs import ImageSourceSettings
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
 
@@ -35,5 +36,7 @@ class RouterSettings(BaseSettings):
     # `file://` images must lie under this directory (None: any readable path),
     # as for the workers (SLUICEGATE_IMAGE_ROOT sets both).
     image_root: str | None = None
+    # s3:// and https:// images, as for the workers (SLUICEGATE_IMAGES__* sets both).
+    images: ImageSourceSettings = ImageSourceSettings()
     # Threads for decoding, masking and tokenizing.
     router_threads: int = Field(default=1, ge=1)
