@@ -100,7 +100,7 @@ class ImageSources:
             if size > limit:
                 raise _too_large(f"s3://{ref.location}/{ref.path}", size, limit)
             data = bytes(result.bytes())
-        except ObstoreError as exc:
+        except (ObstoreError, OSError) as exc:  # obstore raises FileNotFoundError too
             raise InvalidImageError(
                 f"cannot read s3://{ref.location}/{ref.path} ({type(exc).__name__}); check the "
                 "bucket and key, and that the router and workers can reach SLUICEGATE_IMAGES__S3"

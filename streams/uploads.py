@@ -66,7 +66,7 @@ class ImageUploader:
         digest, key = self._key(data)
         try:
             obstore.put(self._store, key, data)
-        except ObstoreError as exc:
+        except (ObstoreError, OSError) as exc:  # obstore raises FileNotFoundError too
             raise self._error(exc) from None
         return self._reference(key, digest)
 
@@ -79,7 +79,7 @@ class ImageUploader:
         digest, key = self._key(data)
         try:
             await obstore.put_async(self._store, key, data)
-        except ObstoreError as exc:
+        except (ObstoreError, OSError) as exc:  # obstore raises FileNotFoundError too
             raise self._error(exc) from None
         return self._reference(key, digest)
 

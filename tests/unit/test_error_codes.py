@@ -15,6 +15,7 @@ WIRE_VALUES = {
     "unknown_model", "cancelled", "over_budget", "over_quota", "deadline_expired",
     "worker_error", "backend_error", "backend_unavailable", "deadline_exceeded",
     "backend_rejected", "error",
+    "image_ref_refused",
 }  # fmt: skip
 
 
