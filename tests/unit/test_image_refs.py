@@ -88,3 +88,19 @@ def test_private_addresses_are_refused_unless_the_host_is_listed(address: str) -
 def test_a_public_address_passes() -> None:
     ref = check_reference("https://img.acme.example/a.png", tenant="acme", settings=SETTINGS)
     check_address(ref, "93.184.215.14", SETTINGS)
+
+
+def test_router_and_workers_read_the_same_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sluicegate.streams.router_settings import RouterSettings
+    from sluicegate.workers.config import WorkerSettings
+
+    monkeypatch.setenv("SLUICEGATE_IMAGES__ALLOW", '{"*": {"buckets": ["scans"]}}')
+    monkeypatch.setenv("SLUICEGATE_IMAGES__S3__ENDPOINT_URL", "http://127.0.0.1:7070")
+    monkeypatch.setenv("SLUICEGATE_IMAGES__S3__SECRET_ACCESS_KEY", "not-printed")
+    monkeypatch.setenv("SLUICEGATE_IMAGES__PRIVATE_HOSTS", '["127.0.0.1:8443"]')
+    router, worker = RouterSettings().images, WorkerSettings().images
+    assert router == worker
+    assert router.allow == {"*": ImageAccess(buckets=("scans",))}
+    assert router.s3.endpoint_url == "http://127.0.0.1:7070"
+    assert router.private_hosts == ("127.0.0.1:8443",)
+    assert "not-printed" not in repr(router)
