@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 TOOLS := .cache/bin/composecheck .cache/bin/k8scheck
 # The clients the documentation's examples use (tests/integration/test_docs.py runs them).
 DOC_CLIENTS := .cache/bin/kcat .cache/node/.installed
+# The S3-compatible server the remote-image tests start on loopback (versitygw,
+# a POSIX-backed S3 gateway, built from the Go module proxy; see the end of this file).
+S3SERVER := .cache/bin/versitygw
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,7 +32,7 @@ venv: $(STAMP) ## Create .venv with everything installed (idempotent)
 demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + workers)
 	$(BIN)/sluicegate demo
 
-test: $(STAMP) $(TOOLS) $(DOC_CLIENTS) ## Run unit and integration tests (starts a real Kafka and Triton)
+test: $(STAMP) $(TOOLS) $(DOC_CLIENTS) $(S3SERVER) ## Run unit and integration tests (starts a real Kafka and Triton)
 	$(BIN)/python -m pytest -m "not chaos and not fuzz_long"
 
 chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (long)
@@ -100,7 +103,13 @@ GO_TIMEOUT ?= 900
 	@command -v $(GO) >/dev/null || { echo "Go 1.24+ is needed to build $* (Debian: apt-get install golang)"; exit 1; }
 	cd ops/tools/$* && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -o $(CURDIR)/$@ .
 
-tools: $(TOOLS) ## Build the Go validators (compose, Kubernetes) into .cache/bin
+# versitygw has no package of ours to build: ops/tools/versitygw/go.mod names
+# its command as a `tool` and pins it (go.sum); built the same way, Go 1.25+.
+$(S3SERVER): ops/tools/versitygw/go.mod ops/tools/versitygw/go.sum
+	@command -v $(GO) >/dev/null || { echo "Go 1.25+ is needed to build versitygw (Debian: apt-get install golang)"; exit 1; }
+	cd ops/tools/versitygw && $(GOENV) timeout $(GO_TIMEOUT) $(GO) build -mod=readonly -trimpath -ldflags=-s -o $(CURDIR)/$@ github.com/versity/versitygw/cmd/versitygw
+
+tools: $(TOOLS) $(S3SERVER) ## Build the Go tools (compose, Kubernetes validators; the test S3 server) into .cache/bin
 
 # kcat: Debian's packages downloaded and unpacked into .cache/kcat (no root, nothing
 # installed system-wide; ~0.7 MB), run through a wrapper that points at their libraries.

@@ -33,7 +33,11 @@ class WireLimits:
     """Hard limits checked before any model work; over them is `over_limit`."""
 
     max_message_bytes: int = 8 * 1024 * 1024
+    # Inline image bytes (they travel inside the Kafka record).
     max_image_bytes: int = 6 * 1024 * 1024
+    # An image fetched by reference (file://, s3://, https://): the object's size.
+    # The pixel limit below applies to every image, whatever its source.
+    max_ref_image_bytes: int = 64 * 1024 * 1024
     # Pixels read from an image header; more is treated as a decompression bomb.
     max_image_pixels: int = 40_000_000
     max_text_chars: int = 20_000
@@ -126,7 +130,7 @@ def decode_request(
     if size > limits.max_message_bytes:
         raise OverLimitError(
             f"message is {size} bytes, over the {limits.max_message_bytes}-byte limit; "
-            "send large images by `uri` + `sha256` instead of inline"
+            "send large images by `uri` (s3://, https:// or file://) + `sha256` instead of inline"
         )
     request = _validate(InferenceRequest, _unpack(value, hdrs))
     check_limits(request, limits)

@@ -11,7 +11,8 @@ or a DLQ header, and a message that names the fix.
     │   └── ImageBombError         image_bomb       too many pixels in an image header
     ├── InvalidImageError          invalid_image    image header unreadable, sha256 mismatch
     │   ├── UnsupportedImageError  unsupported_image_format  a format outside the allow-list
-    │   └── ImageOutsideRootError  image_outside_root        file:// path outside the allowed root
+    │   ├── ImageOutsideRootError  image_outside_root        file:// path outside the allowed root
+    │   └── ImageRefRefusedError   image_ref_refused         s3:// or https:// source not allowed
     ├── InvalidInputError          invalid_input    inputs do not fit the model
     ├── UnknownModelError          unknown_model    no such model in the catalog
     ├── InvalidReplyToError        invalid_reply_to reply_to not a legal topic, or internal
@@ -44,6 +45,7 @@ class ErrorCode(StrEnum):
     INVALID_IMAGE = "invalid_image"
     UNSUPPORTED_IMAGE_FORMAT = "unsupported_image_format"
     IMAGE_OUTSIDE_ROOT = "image_outside_root"
+    IMAGE_REF_REFUSED = "image_ref_refused"
     INVALID_INPUT = "invalid_input"
     UNKNOWN_MODEL = "unknown_model"
     INVALID_REPLY_TO = "invalid_reply_to"
@@ -90,6 +92,10 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_IMAGE_FORMAT: "the image format is not allowed; send PNG or JPEG",
     ErrorCode.IMAGE_OUTSIDE_ROOT: (
         "a file:// image is outside the image root; put the file under it or send the image inline"
+    ),
+    ErrorCode.IMAGE_REF_REFUSED: (
+        "an s3:// or https:// image names a bucket, host or address not allowed for the "
+        "tenant; use an allowed source (SLUICEGATE_IMAGES__ALLOW) or send the image inline"
     ),
     ErrorCode.INVALID_INPUT: "the inputs do not fit the model; see the model's catalog entry",
     ErrorCode.UNKNOWN_MODEL: "no such model in the catalog; check the model name",
@@ -168,6 +174,10 @@ class UnsupportedImageError(InvalidImageError):
 
 class ImageOutsideRootError(InvalidImageError):
     code = ErrorCode.IMAGE_OUTSIDE_ROOT
+
+
+class ImageRefRefusedError(InvalidImageError):
+    code = ErrorCode.IMAGE_REF_REFUSED
 
 
 class InvalidInputError(WireError):

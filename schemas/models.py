@@ -31,13 +31,15 @@ class _Record(BaseModel):
 class ImageInput(_Record):
     """One image, inline (`data` + `mime_type`) or by reference (`uri` + `sha256`).
 
-    A `file://` reference is read by the worker, which checks the sha256
-    before use; the path must be readable by the worker process.
+    A reference is `file:///path`, `s3://bucket/key` or `https://host/path`
+    (docs/wire-format.md, "Images"). The router reads its header to price it,
+    the worker reads it whole and checks the sha256 before use; remote sources
+    must be allowed for the request's tenant.
     """
 
     data: bytes | None = None
     mime_type: ImageMime | None = None
-    uri: str | None = Field(default=None, pattern=r"^file://")
+    uri: str | None = Field(default=None, max_length=2048, pattern=r"^(file|s3|https)://")
     sha256: str | None = None
 
     @model_validator(mode="after")

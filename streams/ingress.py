@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sluicegate.runtime.images import load_image
+from sluicegate.runtime.image_fetch import ImageSources
+from sluicegate.runtime.images import peek_image
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits
 from sluicegate.schemas.cost import Cost, TokenCounter, measure
@@ -40,6 +41,7 @@ def prepare(
     masker: PiiMasker,
     counter: TokenCounter,
     limits: WireLimits = DEFAULT_LIMITS,
+    sources: ImageSources | None = None,
 ) -> Prepared:
     """Mask, check against the model and price a decoded request.
 
@@ -50,7 +52,11 @@ def prepare(
     try:
         spec = lookup(request.model)
         spec.check_inputs(masked.request)
-        images = [load_image(image, limits=limits) for image in request.images]
+        # Headers only for remote images (a ranged read); the worker reads them whole.
+        images = [
+            peek_image(image, limits=limits, tenant=request.tenant, sources=sources)
+            for image in request.images
+        ]
         # Priced on the masked text: that is what the model will run on.
         cost = measure(
             spec, texts=masked.request.texts, images=images, counter=counter, limits=limits

@@ -44,6 +44,7 @@ from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.destinations import Destinations, permanent
 from sluicegate.runtime.follow import Follower
+from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.kafka import consumer as kafka_consumer
 from sluicegate.runtime.kafka import idempotent_producer, read_committed_consumer
 from sluicegate.runtime.lifecycle import Service
@@ -140,13 +141,16 @@ class Router(Service):
             cache=self._cache,
             tracer=tracing.get_tracer(tracer_provider),
         )
-        self._limits = WireLimits(image_root=settings.image_root)
+        self._limits = WireLimits(
+            image_root=settings.image_root, max_ref_image_bytes=settings.images.max_bytes
+        )
         self._counter: TokenCounter | None = None
         self._saving: asyncio.Task[None] | None = None
         # At-least-once: next offset after what each partition's last poll handled.
         self._handled: dict[TopicPartition, int] = {}
         if self._eos is not None:
             self._eos.on_drop(self._forget)
+        self._sources: ImageSources | None = None
         self._producer: AIOKafkaProducer | None = None
         self._destinations = Destinations.for_kafka(settings.kafka)
 
@@ -178,6 +182,7 @@ class Router(Service):
         executor = ThreadPoolExecutor(s.router_threads, thread_name_prefix="sg-router")
         loop = asyncio.get_running_loop()
         self._counter = await loop.run_in_executor(executor, TokenCounter)
+        sources = self._sources = ImageSources(settings=s.images)
         followers = [
             Follower(
                 kafka=s.kafka,
@@ -255,6 +260,7 @@ class Router(Service):
                 await follower.stop()
             await self._control.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            sources.close()
 
     # -- the loop ---------------------------------------------------------
 
@@ -298,9 +304,12 @@ class Router(Service):
         counter, masker = self._counter, self._masker
         assert counter is not None
         loop = asyncio.get_running_loop()
-        limits = self._limits
+        limits, sources = self._limits, self._sources
         outcomes = await loop.run_in_executor(
-            executor, lambda: decode_all(records, masker=masker, counter=counter, limits=limits)
+            executor,
+            lambda: decode_all(
+                records, masker=masker, counter=counter, limits=limits, sources=sources
+            ),
         )
         parked = self._core.coalescer.is_parked
         if eos is not None:

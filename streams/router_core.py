@@ -25,6 +25,7 @@ from opentelemetry.trace import Tracer
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.destinations import check_reply_to, reply_topic, unwritable
+from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.results import ResultBuilder, router_label
 from sluicegate.schemas.codec import (
@@ -88,13 +89,16 @@ def decode_all(
     masker: PiiMasker,
     counter: TokenCounter,
     limits: WireLimits = DEFAULT_LIMITS,
+    sources: ImageSources | None = None,
 ) -> list[Outcome]:
     """Decode, validate, mask and price each record; one outcome per record, in order."""
     out: list[Outcome] = []
     for rec in records:
         try:
             request = decode_request(rec.value, list(rec.headers))
-            out.append(prepare(request, masker=masker, counter=counter, limits=limits))
+            out.append(
+                prepare(request, masker=masker, counter=counter, limits=limits, sources=sources)
+            )
         except (WireError, Refused) as exc:
             out.append(exc)
     return out

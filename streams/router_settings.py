@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime.image_refs import ImageSourceSettings
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
 
@@ -43,5 +44,7 @@ class RouterSettings(BaseSettings):
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     # Transactions a record that can never be written gets before it is dead-lettered.
     max_produce_attempts: int = Field(default=3, ge=1)
+    # s3:// and https:// images, as for the workers (SLUICEGATE_IMAGES__* sets both).
+    images: ImageSourceSettings = ImageSourceSettings()
     # Threads for decoding, masking and tokenizing.
     router_threads: int = Field(default=1, ge=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sluicegate.runtime.destinations import check_reply_to
+from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.images import load_image
 from sluicegate.schemas.catalog import ModelSpec, lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits, decode_request
@@ -38,6 +39,7 @@ def admit(
     counter: TokenCounter,
     limits: WireLimits = DEFAULT_LIMITS,
     topics: TopicSettings | None = None,
+    sources: ImageSources | None = None,
 ) -> Admitted:
     """Decode, validate and cost one record for the model this worker serves.
 
@@ -53,7 +55,10 @@ def admit(
             "produce to sg.requests or to the model's own work topic"
         )
     spec.check_inputs(request)
-    images = tuple(load_image(image, limits=limits) for image in request.images)
+    images = tuple(
+        load_image(image, limits=limits, tenant=request.tenant, sources=sources)
+        for image in request.images
+    )
     cost = measure(spec, texts=request.texts, images=images, counter=counter, limits=limits)
     return Admitted(
         request=request, inputs=ModelInputs(texts=tuple(request.texts), images=images), cost=cost

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sluicegate.runtime.image_refs import ImageSourceSettings
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
 
@@ -86,6 +87,8 @@ class WorkerSettings(BaseSettings):
     shutdown_grace_s: float = 30.0
     # `file://` images must lie under this directory (None: any readable path).
     image_root: str | None = None
+    # s3:// and https:// images: store, allow-list per tenant, limits (SLUICEGATE_IMAGES__*).
+    images: ImageSourceSettings = ImageSourceSettings()
     # Threads for decoding, tokenizing and reading image headers.
     preprocess_threads: int = Field(default=2, ge=1)
     # at_least_once: results may repeat after a crash (same request_id, same bytes

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.catalog import lookup
 from sluicegate.schemas.codec import WireLimits
@@ -29,7 +30,10 @@ class Preprocessor:
         self._quarantine = quarantine
         self._spec = lookup(settings.model)
         self._threads = settings.preprocess_threads
-        self._limits = WireLimits(image_root=settings.image_root)
+        self._limits = WireLimits(
+            image_root=settings.image_root, max_ref_image_bytes=settings.images.max_bytes
+        )
+        self._sources = ImageSources(settings=settings.images)
         self._topics = settings.topics
         self._slots = asyncio.Semaphore(settings.preprocess_threads)
         self._executor: ThreadPoolExecutor | None = None
@@ -45,6 +49,7 @@ class Preprocessor:
         """Drop queued work; does not wait for running calls."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        self._sources.close()
 
     async def admit(self, records: Sequence[Record]) -> list[Admitted | WireError]:
         """One outcome per record, in order: admitted, or the `WireError` refusing it.
@@ -74,6 +79,7 @@ class Preprocessor:
                         counter=self._counter,
                         limits=self._limits,
                         topics=self._topics,
+                        sources=self._sources,
                     )
                 )
             except WireError as exc:

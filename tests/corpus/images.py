@@ -155,4 +155,28 @@ def cases() -> list[Case]:
             request_id="c-remote",
             code="invalid_image",
         ),
+        # No remote source is allowed by default: not fetched, refused.
+        Case(
+            name="s3-not-allowed",
+            model="ocr",
+            value=_request("c-s3", {"uri": "s3://any-bucket/x.png", "sha256": wrong_sha}),
+            request_id="c-s3",
+            code="image_ref_refused",
+        ),
+        Case(
+            name="https-metadata-address",
+            model="ocr",
+            value=_request(
+                "c-https", {"uri": "https://169.254.169.254/latest/meta-data/", "sha256": wrong_sha}
+            ),
+            request_id="c-https",
+            code="image_ref_refused",
+        ),
+        Case(
+            name="plain-http",
+            model="ocr",
+            value=_request("c-http", {"uri": "http://example.org/x.png", "sha256": wrong_sha}),
+            request_id="c-http",
+            code="schema",
+        ),
     ]

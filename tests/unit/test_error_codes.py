@@ -16,6 +16,7 @@ WIRE_VALUES = {
     "worker_error", "backend_error", "backend_unavailable", "deadline_exceeded",
     "backend_rejected", "error", "invalid_reply_to", "reply_to_unwritable", "poison",
     "control_malformed",
+    "image_ref_refused",
 }  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.errors import (
     ErrorCode,
     ImageOutsideRootError,
+    ImageRefRefusedError,
     InvalidImageError,
     OverLimitError,
 )
@@ -89,6 +90,19 @@ def test_a_remote_host_is_refused() -> None:
 
 
 def test_a_file_over_the_size_limit_is_refused_unread(root: Path) -> None:
-    limits = WireLimits(image_root=str(root), max_image_bytes=8)
+    limits = WireLimits(image_root=str(root), max_ref_image_bytes=8)
     with pytest.raises(OverLimitError):
         load_image(_ref(root / "a.png"), limits=limits)
+
+
+def test_a_referenced_file_may_exceed_the_inline_byte_cap(root: Path) -> None:
+    # The inline cap is for bytes inside a Kafka record; references have their own.
+    limits = WireLimits(image_root=str(root), max_image_bytes=8)
+    assert load_image(_ref(root / "a.png"), limits=limits) == DATA
+
+
+@pytest.mark.parametrize("uri", ["s3://scans/a.png", "https://img.example.org/a.png"])
+def test_a_remote_reference_without_sources_is_refused(uri: str) -> None:
+    with pytest.raises(ImageRefRefusedError, match="SLUICEGATE_IMAGES__ALLOW") as err:
+        load_image(ImageInput(uri=uri, sha256="0" * 64))
+    assert err.value.code == ErrorCode.IMAGE_REF_REFUSED
