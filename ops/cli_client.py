@@ -40,6 +40,7 @@ def submit(
     ] = False,
 ) -> None:
     """Produce one request to Kafka (and with --wait, print its result)."""
+    from sluicegate.runtime.kafka import KafkaAuthorizationError
     from sluicegate.streams.client import Client, ClientSettings, ResultTimeout
 
     images = []
@@ -74,7 +75,7 @@ def submit(
     telemetry = start_telemetry("sg-client")  # from OTEL_*; off unless they say where to send
     try:
         result = asyncio.run(go())
-    except ResultTimeout as exc:
+    except (ResultTimeout, KafkaAuthorizationError) as exc:
         raise fail(str(exc)) from None
     finally:
         telemetry.shutdown()
@@ -92,10 +93,14 @@ def submit(
 @client_app.command()
 def cancel(request_id: Annotated[str, typer.Argument(help="The request to cancel.")]) -> None:
     """Cancel a request: routers and workers answer it `rejected: cancelled` if not yet run."""
+    from sluicegate.runtime.kafka import KafkaAuthorizationError
     from sluicegate.streams.control import publish_cancel
 
     kafka, topic = control_topic()
-    asyncio.run(publish_cancel(kafka, topic, request_id))
+    try:
+        asyncio.run(publish_cancel(kafka, topic, request_id))
+    except KafkaAuthorizationError as exc:
+        raise fail(str(exc)) from None
     console.print(f"cancel for {request_id} published on {topic}")
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.kafka import (
+    AUTHORIZATION_ERRORS,
     KafkaSettings,
     idempotent_producer,
     read_committed_consumer,
@@ -149,7 +150,11 @@ class Client:
         return route(request, topics=self._settings.topics, pools=self._settings.pools)
 
     async def send(self, request: InferenceRequest) -> InferenceRequest:
-        """Produce `request` (acknowledged by the broker); returns it as sent."""
+        """Produce `request` (acknowledged by the broker); returns it as sent.
+
+        Raises `KafkaAuthorizationError` (code `not_authorized`) when the ACLs
+        refuse this principal the topic.
+        """
         if self._producer is None:
             raise RuntimeError("Client is not started; use `async with Client() as client`")
         sent = request.model_copy(
@@ -161,7 +166,11 @@ class Client:
         topic, key = self.topic_for(sent), sent.request_id.encode()
         with tracing.producer_span(self._tracer, topic, key=key, request_id=sent.request_id):
             hdrs = tracing.inject(headers())
-            await self._producer.send_and_wait(topic, encode(sent), key=key, headers=hdrs)
+            try:
+                await self._producer.send_and_wait(topic, encode(sent), key=key, headers=hdrs)
+            except AUTHORIZATION_ERRORS as exc:
+                what = f"write to topic {topic!r}"
+                raise self._settings.kafka.authorization_error(exc, what=what) from exc
         return sent
 
     async def submit(
