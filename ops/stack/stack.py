@@ -36,6 +36,7 @@ from .collector import CollectorConfig, LocalCollector, otel_env, triton_trace_a
 from .kafka import KafkaLocalConfig, LocalKafka
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .services import SERVICES, StreamsServices
+from .supervisor import Part, describe, read_parts, start_supervisor, supervisor_process
 from .triton import LocalTriton, TritonLocalConfig
 
 Progress = Callable[[str], None]
@@ -128,6 +129,8 @@ class LocalStack:
         self.state_dir = state
         self.metrics_ports: dict[str, int] = {}  # worker model -> its Prometheus port
         self.streams = StreamsServices(state_dir=state)
+        self.supervisor_dir = state / "supervisor"
+        self.supervisor = supervisor_process(self.supervisor_dir)
 
     def worker(self, model: str) -> ManagedProcess:
         return ManagedProcess(name=f"worker-{model}", state_dir=self.state_dir / "workers")
@@ -161,31 +164,31 @@ class LocalStack:
             self._say("creating topics")
             names = default_topics(s.topics) + streams_topics(s.topics)
             asyncio.run(ensure_topics(s.kafka(), names, compacted=compacted_topics(s.topics)))
-            for model in models:
-                if self.worker(model).is_running():
-                    continue
-                self._start_worker(model)
-                started.append(self.worker(model).stop)
+            if not self.supervisor.is_running():
+                parts = [self._worker_part(m) for m in models]
+                parts += self.streams.parts(self._streams_env())
+                self._say(f"starting the supervisor of {', '.join(p.name for p in parts)}")
+                start_supervisor(self.supervisor_dir, parts, _child_env({}))
+                started.append(self.supervisor.stop)
+            alive = self.supervisor.is_running  # a part that dies is restarted meanwhile
             for model in models:
                 self._say(f"waiting for the {model} worker to join its group")
-                proc = self.worker(model)
                 wait_until(
                     self.ready_file(model).exists,
                     timeout=120,
                     what=f"worker {model}",
-                    alive=proc.is_running,
-                    log_path=proc.log_path,
+                    alive=alive,
+                    log_path=self.worker(model).log_path,
                 )
-            started += self.streams.start(self._streams_env(), self._say)
+            self.streams.wait_ready(alive)
             self._write_manifest(models)
         except BaseException:
             for stop in reversed(started):
                 stop()
             raise
 
-    def _start_worker(self, model: str) -> None:
+    def _worker_part(self, model: str) -> Part:
         s = self.settings
-        self.ready_file(model).unlink(missing_ok=True)
         extra = {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": s.triton_url,
@@ -202,10 +205,10 @@ class LocalStack:
                 self.collector.config, service=f"sg-worker-{model}", prometheus_port=port
             )
             self.metrics_ports[model] = port
-        env = _child_env(extra)
-        self._say(f"starting the {model} worker")
-        self.worker(model).start(
-            [
+        return Part(
+            name=f"worker-{model}",
+            state_dir=self.state_dir / "workers",
+            argv=[
                 sys.executable,
                 "-m",
                 "sluicegate",
@@ -217,7 +220,8 @@ class LocalStack:
                 "--ready-file",
                 str(self.ready_file(model)),
             ],
-            env=env,
+            env=extra | {"PYTHONUNBUFFERED": "1"},
+            ready_file=self.ready_file(model),
         )
 
     def _streams_env(self) -> dict[str, str]:
@@ -281,28 +285,34 @@ class LocalStack:
                     f"{self.collector.config.traces_file}",
                 )
             )
+        supervised = read_parts(self.supervisor_dir)
+        if supervised:
+            sup = self.supervisor
+            where = f"log {sup.log_path}"
+            parts.append(PartStatus("supervisor", sup.pid(), sup.is_running(), where))
         for model in self.manifest_models():
             proc = self.worker(model)
             pid = proc.pid()
             ready = pid is not None and self.ready_file(model).exists()
-            parts.append(
-                PartStatus(
-                    f"worker {model}",
-                    pid,
-                    ready,
-                    f"{s.topics.work(model, 'cpu')}, log {proc.log_path}",
-                )
-            )
+            waiting = self.ready_file(model).with_suffix(".waiting")
+            note = describe(supervised.get(proc.name), waiting if pid is not None else None)
+            where = f"{s.topics.work(model, 'cpu')}, log {proc.log_path}"
+            detail = f"{note}; {where}" if note else where
+            parts.append(PartStatus(f"worker {model}", pid, ready, detail))
         for name in SERVICES:
             pid, ready = self.streams.healthy(name)
             where = f"/metrics on 127.0.0.1:{s.metrics_port}" if name == "telemetry" else ""
             log_path = self.streams.process(name).log_path
-            parts.append(PartStatus(name, pid, ready, f"{where} log {log_path}".strip()))
+            note = describe(supervised.get(name))
+            detail = f"{note}; {where} log {log_path}" if note else f"{where} log {log_path}"
+            parts.append(PartStatus(name, pid, ready, detail.strip()))
         return parts
 
     def down(self) -> list[str]:
         """Stop every part; returns the names of those that were running."""
-        stopped = self.streams.stop()
+        # The supervisor first (it stops its parts, router before workers): nothing restarts.
+        stopped = ["supervisor"] if self.supervisor.stop(grace=120) else []
+        stopped += self.streams.stop()
         for model in sorted({*self.manifest_models(), *CATALOG}):
             if self.worker(model).stop(grace=45):
                 stopped.append(f"worker {model}")
