@@ -45,14 +45,14 @@ class StreamsServices:
             for name in SERVICES
         ]
 
-    def wait_ready(self, alive: Callable[[], bool]) -> None:
-        """Wait until each service touched its ready file (`alive`: the supervisor runs)."""
+    def wait_ready(self, alive: Callable[[str], Callable[[], bool]]) -> None:
+        """Wait until each service touched its ready file (`alive(name)`: still worth waiting)."""
         for name in SERVICES:
             wait_until(
                 self.ready_file(name).exists,
                 timeout=120,
                 what=name,
-                alive=alive,
+                alive=alive(name),
                 log_path=self.process(name).log_path,
             )
 

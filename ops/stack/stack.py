@@ -36,7 +36,14 @@ from .collector import CollectorConfig, LocalCollector, otel_env, triton_trace_a
 from .kafka import KafkaLocalConfig, LocalKafka
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .services import SERVICES, StreamsServices
-from .supervisor import Part, describe, read_parts, start_supervisor, supervisor_process
+from .supervisor import (
+    Part,
+    describe,
+    keeps_trying,
+    read_parts,
+    start_supervisor,
+    supervisor_process,
+)
 from .triton import LocalTriton, TritonLocalConfig
 
 Progress = Callable[[str], None]
@@ -170,17 +177,17 @@ class LocalStack:
                 self._say(f"starting the supervisor of {', '.join(p.name for p in parts)}")
                 start_supervisor(self.supervisor_dir, parts, _child_env({}))
                 started.append(self.supervisor.stop)
-            alive = self.supervisor.is_running  # a part that dies is restarted meanwhile
+            # A part that dies is restarted meanwhile; one that keeps dying fails `up`.
             for model in models:
                 self._say(f"waiting for the {model} worker to join its group")
                 wait_until(
                     self.ready_file(model).exists,
                     timeout=120,
                     what=f"worker {model}",
-                    alive=alive,
+                    alive=keeps_trying(self.supervisor_dir, f"worker-{model}"),
                     log_path=self.worker(model).log_path,
                 )
-            self.streams.wait_ready(alive)
+            self.streams.wait_ready(lambda name: keeps_trying(self.supervisor_dir, name))
             self._write_manifest(models)
         except BaseException:
             for stop in reversed(started):

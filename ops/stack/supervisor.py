@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ __all__ = [
     "backoff_s",
     "describe",
     "exit_reason",
+    "keeps_trying",
     "read_parts",
     "start_supervisor",
     "supervisor_process",
@@ -185,6 +187,7 @@ class Supervisor:
     def _start(self, part: Part) -> None:
         if part.ready_file is not None:
             part.ready_file.unlink(missing_ok=True)
+            part.ready_file.with_suffix(".waiting").unlink(missing_ok=True)  # a worker's
         part.process.pid_path.unlink(missing_ok=True)  # a dead pid file; start() refuses a live one
         popen = part.process.start(part.argv, env={**os.environ, **part.env})
         self._popen[part.name] = popen
@@ -262,3 +265,19 @@ def describe(state: PartState | None, waiting_file: Path | None = None) -> str:
         except (OSError, ValueError, KeyError):
             notes.append("waiting for its backend")
     return "; ".join(notes)
+
+
+def keeps_trying(directory: Path, name: str, *, max_restarts: int = 3) -> Callable[[], bool]:
+    """For `wait_until(alive=...)` while `up` waits for a part to be ready.
+
+    False once the supervisor is gone or the part has been restarted
+    `max_restarts` times (a crash loop at start: `up` fails and quotes its log).
+    """
+    supervisor = supervisor_process(directory)
+
+    def alive() -> bool:
+        state = read_parts(directory).get(name)
+        restarts = 0 if state is None else state.restarts
+        return supervisor.is_running() and restarts < max_restarts
+
+    return alive

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,7 +22,9 @@ from sluicegate.ops.stack.supervisor import (
     backoff_s,
     describe,
     exit_reason,
+    keeps_trying,
     read_parts,
+    supervisor_process,
     write_plan,
 )
 
@@ -95,3 +99,14 @@ def _wait(probe: Callable[[], T | None], ok: Callable[[T], object], timeout: flo
             return value
         time.sleep(0.05)
     pytest.fail(f"not after {timeout} s: {probe()}")  # raises
+
+
+def test_up_stops_waiting_for_a_part_that_keeps_dying(tmp_path: Path) -> None:
+    alive = keeps_trying(tmp_path, "worker-ocr", max_restarts=3)
+    assert not alive()  # no supervisor
+    supervisor_process(tmp_path).pid_path.write_text(f"{os.getpid()}\n")  # a live pid
+    assert alive()  # no record yet: starting
+    for restarts, expected in ((2, True), (3, False)):
+        state = {"worker-ocr": asdict(PartState(restarts=restarts))}
+        (tmp_path / "parts.json").write_text(json.dumps(state))
+        assert alive() is expected
