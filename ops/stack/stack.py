@@ -37,6 +37,7 @@ from .kafka import KafkaLocalConfig, LocalKafka
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .services import SERVICES, StreamsServices
 from .supervisor import (
+    PARTS_FILE,
     Part,
     describe,
     keeps_trying,
@@ -248,6 +249,8 @@ class LocalStack:
             "triton_http": f"127.0.0.1:{s.triton_http_port}",
             "triton_metrics": f"127.0.0.1:{s.triton_metrics_port}",
             "models": list(models),
+            # pid, restarts and last exit of each supervised part (supervisor.py)
+            "supervised": str(self.supervisor_dir / PARTS_FILE),
         }
         if s.observability:
             manifest["otlp_grpc"] = self.collector.config.otlp_grpc_endpoint

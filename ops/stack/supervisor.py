@@ -14,7 +14,9 @@ polls them, and restarts one that exits with capped exponential backoff
 On SIGTERM (what `down` sends) it stops the parts in reverse plan order (the
 router before the workers, so nothing is forwarded to a pool that drains)
 and exits. If the supervisor itself is killed, the parts run on; `down`
-still stops them through their pid files.
+still stops them through their pid files, and the next `up` starts a new
+supervisor, which stops such leftovers before starting its own (never two
+workers of one stack on one pid file).
 
 Why a process of its own rather than a systemd unit or compose restart
 policies: the local stack must work from a plain checkout with no service
@@ -39,6 +41,7 @@ from pathlib import Path
 from .process import ManagedProcess
 
 __all__ = [
+    "PARTS_FILE",
     "Part",
     "PartState",
     "Supervisor",
@@ -173,6 +176,13 @@ class Supervisor:
     def serve(self) -> None:
         """Start every part, restart those that exit, until `request_stop`; then stop them."""
         for part in self.parts:
+            if part.process.is_running():  # left by a supervisor that was killed
+                log.warning(
+                    "stopping %s (pid %s), left by an earlier supervisor",
+                    part.name,
+                    part.process.pid(),
+                )
+                part.process.stop(grace=45)
             self._start(part)
         self._save()
         while not self._stopping:
@@ -188,7 +198,6 @@ class Supervisor:
         if part.ready_file is not None:
             part.ready_file.unlink(missing_ok=True)
             part.ready_file.with_suffix(".waiting").unlink(missing_ok=True)  # a worker's
-        part.process.pid_path.unlink(missing_ok=True)  # a dead pid file; start() refuses a live one
         popen = part.process.start(part.argv, env={**os.environ, **part.env})
         self._popen[part.name] = popen
         self._started[part.name] = time.monotonic()

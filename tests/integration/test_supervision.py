@@ -1,7 +1,7 @@
 """`up` supervises what it starts; a worker started before Triton waits for it.
 
 The first test SIGKILLs the session stack's own text-embed worker and router
-(the pids `up`'s supervisor records) and waits until the supervisor has
+(the pids `up`'s supervisor records; stack.json says where) and waits until the supervisor has
 restarted both: a request through the restarted router is answered by the
 restarted worker, and `status` shows one restart and the exit reason. It
 leaves both ready again for the tests after it.
@@ -57,7 +57,9 @@ async def test_up_restarts_a_killed_worker_and_router(
         f"worker-{MODEL}": stack.ready_file(MODEL),
         "router": stack.streams.ready_file("router"),
     }
-    before = read_parts(stack.supervisor_dir)
+    manifest = json.loads((stack.state_dir / "stack.json").read_text())
+    supervised = Path(manifest["supervised"])  # where `up` records each part's pid
+    before = read_parts(supervised.parent)
     for name in names:
         assert before[name].pid is not None and pid_alive(before[name].pid), before[name]
         os.kill(before[name].pid, signal.SIGKILL)

@@ -110,3 +110,24 @@ def test_up_stops_waiting_for_a_part_that_keeps_dying(tmp_path: Path) -> None:
         state = {"worker-ocr": asdict(PartState(restarts=restarts))}
         (tmp_path / "parts.json").write_text(json.dumps(state))
         assert alive() is expected
+
+
+def test_a_new_supervisor_replaces_parts_left_by_a_killed_one(tmp_path: Path) -> None:
+    directory = tmp_path / "sup"
+    argv = [sys.executable, "-c", "import time; time.sleep(600)"]
+    part = Part(name="child", state_dir=tmp_path, argv=argv)
+    orphan = part.process.start(argv)  # as if an earlier supervisor had started it
+    write_plan(directory, [part])
+    supervisor = Supervisor(directory=directory, poll_s=0.05)
+    thread = threading.Thread(target=supervisor.serve, daemon=True)
+    thread.start()
+    try:
+        state = _wait(
+            lambda: read_parts(directory).get("child"), lambda s: s.pid not in (None, orphan.pid)
+        )
+        assert orphan.poll() is not None  # stopped, not left running beside the new one
+        assert part.process.pid() == state.pid
+    finally:
+        supervisor.request_stop()
+        thread.join(timeout=60)
+    assert not part.process.is_running()
