@@ -166,6 +166,16 @@ async def test_a_client_cannot_write_control_or_work_topics(secure_kafka: LocalK
     assert "not_authorized" in cli.stdout + cli.stderr and "Traceback" not in cli.stderr
 
 
+async def test_a_principal_that_may_not_read_results_is_told(secure_kafka: LocalKafka) -> None:
+    """The worker may write and describe sg.results, not read it: waiting fails, named."""
+    async with Client(settings=ClientSettings(kafka=secure_kafka.settings(USER, PASSWORD))) as c:
+        future = c.expect("r-4")
+        with pytest.raises(KafkaAuthorizationError) as refused:
+            await c.wait("r-4", future, timeout=90)
+    message = str(refused.value)
+    assert message.startswith("not_authorized") and "read topic 'sg.results'" in message
+
+
 async def _write(kafka: KafkaSettings, topic: str, **options: Any) -> None:
     producer = idempotent_producer(kafka, **options)
     try:
