@@ -14,7 +14,7 @@ WIRE_VALUES = {
     "invalid_image", "unsupported_image_format", "image_outside_root", "invalid_input",
     "unknown_model", "cancelled", "over_budget", "over_quota", "deadline_expired",
     "worker_error", "backend_error", "backend_unavailable", "deadline_exceeded",
-    "backend_rejected", "error",
+    "backend_rejected", "not_authorized", "error",
 }  # fmt: skip
 
 
@@ -43,3 +43,4 @@ def test_every_error_class_code_is_listed() -> None:
 def test_refusal_messages_name_the_fix() -> None:
     assert "later deadline" in ErrorCode.DEADLINE_EXPIRED.message
     assert "cancel record" in ErrorCode.CANCELLED.message
+    assert "sluicegate topics acls --apply" in ErrorCode.NOT_AUTHORIZED.message
