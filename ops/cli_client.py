@@ -64,6 +64,7 @@ def submit(
 
     Exit status with --wait: 0 when every result is `ok`, 2 when any is not.
     """
+    from sluicegate.runtime.kafka import KafkaAuthorizationError
     from sluicegate.streams.client import ClientSettings, ResultTimeout
 
     if requests is not None:
@@ -78,7 +79,7 @@ def submit(
     try:
         settings = ClientSettings()
         answers = asyncio.run(_send(settings, batch, wait, timeout, max_in_flight, as_json))
-    except ResultTimeout as exc:
+    except (ResultTimeout, KafkaAuthorizationError) as exc:
         raise fail(str(exc)) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
@@ -179,10 +180,14 @@ def _line(document: dict[str, str]) -> None:
 @client_app.command()
 def cancel(request_id: Annotated[str, typer.Argument(help="The request to cancel.")]) -> None:
     """Cancel a request: routers and workers answer it `rejected: cancelled` if not yet run."""
+    from sluicegate.runtime.kafka import KafkaAuthorizationError
     from sluicegate.streams.control import publish_cancel
 
     kafka, topic = control_topic()
-    asyncio.run(publish_cancel(kafka, topic, request_id))
+    try:
+        asyncio.run(publish_cancel(kafka, topic, request_id))
+    except KafkaAuthorizationError as exc:
+        raise fail(str(exc)) from None
     console.print(f"cancel for {request_id} published on {topic}")
 
 

@@ -40,6 +40,10 @@ def up(
 
     With `--pools cpu,a100` the router routes large requests to the a100
     stand-in and small ones to CPU, and fails over to CPU if the stand-in dies.
+
+    The workers, the router and the rollups run under a supervisor process
+    (`<state>/supervisor/`) that restarts one that dies, with backoff;
+    `sluicegate status` shows restarts and the last exit reason.
     """
     settings = StackSettings()
     if observability:
@@ -78,6 +82,21 @@ def down() -> None:
     """Stop every part of the local stack (workers drain and commit first)."""
     stopped = LocalStack(StackSettings(), progress=console.log).down()
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command(hidden=True)
+def supervise(
+    state_dir: Annotated[Path, typer.Option(help="The supervisor's dir (plan.json in it).")],
+) -> None:
+    """Run the parts of plan.json, restarting any that exits (started by `up`)."""
+    import logging
+
+    from .stack.supervisor import Supervisor
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    Supervisor(directory=state_dir).run()
 
 
 @stack_app.command()

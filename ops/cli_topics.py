@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 
 from sluicegate.runtime.kafka import KafkaSettings
+from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.provision import ProvisionError, apply_topics, plan_topics
 from sluicegate.streams.topicspec import Plan, TopicSpecError, load_topic_file
 
@@ -70,3 +71,51 @@ def apply(
     )
     if plan.blockers and strict:
         raise typer.Exit(code=3)
+
+
+@topics_app.command("acls")
+def acls(
+    client: Annotated[
+        list[str] | None,
+        typer.Option(help="Client app name (repeatable): principal User:sg-client-<app>."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Served model (repeatable; default every catalog model)."),
+    ] = None,
+    clients_route_themselves: Annotated[
+        bool, typer.Option(help="Let clients write sg.work.* directly (SDK via_router=False).")
+    ] = False,
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Create the ACLs (as a super user from SLUICEGATE_KAFKA__*)."),
+    ] = False,
+) -> None:
+    """Print (or with --apply, create) the per-service Kafka ACLs of docs/security.md.
+
+    Principals: User:sg-client-<app>, User:sg-router, User:sg-worker-<model>,
+    User:sg-telemetry. Idempotent; never removes an ACL.
+    """
+    from sluicegate.schemas.catalog import CATALOG
+
+    from .acls import AclError, acl_bindings, acl_rows, create_acls
+
+    rows = acl_rows(
+        TopicSettings(),
+        clients=client or [],
+        models=model or list(CATALOG),
+        clients_route_themselves=clients_route_themselves,
+    )
+    bindings = acl_bindings(rows)
+    out = Console(highlight=False)
+    for binding in bindings:
+        out.print(str(binding), soft_wrap=True)
+    if not apply:
+        _err.print(f"{len(bindings)} ACLs; --apply creates them")
+        return
+    try:
+        created = asyncio.run(create_acls(TopicsSettings().kafka, bindings))
+    except AclError as exc:
+        _err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    _err.print(f"created {created} ACLs (existing ones kept)")

@@ -35,7 +35,13 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 
@@ -43,6 +49,21 @@ class KafkaConnectError(ConnectionError):
     """The brokers could not be reached or refused our credentials; the message names the fix."""
 
     code = "kafka_unreachable"
+
+
+#: What aiokafka raises when an ACL refuses an operation.
+AUTHORIZATION_ERRORS: tuple[type[KafkaError], ...] = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+
+
+class KafkaAuthorizationError(PermissionError):
+    """The brokers' ACLs refused an operation; the message names the principal and the fix."""
+
+    code = "not_authorized"
 
 
 class MissingTopicError(TimeoutError):
@@ -89,6 +110,15 @@ class KafkaSettings(BaseModel):
     def connect_error(self, exc: BaseException) -> KafkaConnectError:
         """The error to raise when connecting failed (`exc` is the client library's)."""
         return KafkaConnectError(self.explain(exc))
+
+    def authorization_error(self, exc: BaseException, *, what: str) -> KafkaAuthorizationError:
+        """The error to raise when an ACL refused `what` (e.g. "write to topic 'sg.control'")."""
+        who = f"User:{self.sasl_username}" if self.sasl_username else "this client's principal"
+        return KafkaAuthorizationError(
+            f"not_authorized: Kafka refused {who} to {what} ({type(exc).__name__}); use the "
+            "principal whose row in docs/security.md allows it (SLUICEGATE_KAFKA__SASL_USERNAME), "
+            "or have an admin add the ACL (`sluicegate topics acls --apply`)"
+        )
 
     def explain(self, exc: BaseException) -> str:
         """A message for a failed connection that names the settings to check."""

@@ -64,6 +64,8 @@ class ErrorCode(StrEnum):
     BACKEND_UNAVAILABLE = "backend_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     BACKEND_REJECTED = "backend_rejected"
+    # The brokers' ACLs refused this principal an operation (a client-side error).
+    NOT_AUTHORIZED = "not_authorized"
     # A dead letter whose exception carried no code.
     ERROR = "error"
 
@@ -132,6 +134,10 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.BACKEND_UNAVAILABLE: "the inference backend is unavailable; retry later",
     ErrorCode.DEADLINE_EXCEEDED: "the inference call timed out; retry later",
     ErrorCode.BACKEND_REJECTED: "the inference backend rejected this request's inputs",
+    ErrorCode.NOT_AUTHORIZED: (
+        "the Kafka ACLs do not allow this principal the operation; use the principal whose "
+        "row in docs/security.md allows it, or add the ACL (`sluicegate topics acls --apply`)"
+    ),
     ErrorCode.ERROR: "an unexpected error",
 }
 

@@ -37,6 +37,7 @@ from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.destinations import check_reply_to
 from sluicegate.runtime.kafka import (
+    AUTHORIZATION_ERRORS,
     KafkaSettings,
     idempotent_producer,
     read_committed_consumer,
@@ -158,13 +159,22 @@ class Client:
         try:
             return await wait_for_partitions(self._settings.kafka, topic, timeout=2.0)
         except TimeoutError:
+            kafka = self._settings.kafka
+            acl = (
+                f" (with Kafka ACLs: or User:{kafka.sasl_username} may not Read and Describe "
+                "it; see docs/security.md)"
+                if kafka.sasl_username
+                else ""
+            )
             raise RuntimeError(
-                f"result topic {topic!r} does not exist; start the stack with `sluicegate up` "
-                "(it creates the topics) or create it yourself"
+                f"result topic {topic!r} does not exist{acl}; start the stack with "
+                "`sluicegate up` (it creates the topics) or create it yourself"
             ) from None
 
     async def stop(self) -> None:
-        if self._reader is not None:
+        # A reader that failed already handed its error to every `wait` (and
+        # `expect`); stopping closes the clients rather than raise it again.
+        if self._reader is not None and not self._reader.done():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
@@ -193,6 +203,9 @@ class Client:
         Raises `UnknownModelError` / `InvalidReplyToError` before producing
         anything for a model not in the catalog or a reply_to no result may go to
         (straight to a work topic, a typo would otherwise create `sg.work.<typo>.*`).
+
+        Raises `KafkaAuthorizationError` (code `not_authorized`) when the ACLs
+        refuse this principal the topic.
         """
         if self._producer is None:
             raise ClientNotStarted()
@@ -207,7 +220,11 @@ class Client:
         topic, key = self.topic_for(sent), sent.request_id.encode()
         with tracing.producer_span(self._tracer, topic, key=key, request_id=sent.request_id):
             hdrs = tracing.inject(headers())
-            await self._producer.send_and_wait(topic, encode(sent), key=key, headers=hdrs)
+            try:
+                await self._producer.send_and_wait(topic, encode(sent), key=key, headers=hdrs)
+            except AUTHORIZATION_ERRORS as exc:
+                what = f"write to topic {topic!r}"
+                raise self._settings.kafka.authorization_error(exc, what=what) from exc
         return sent
 
     async def submit(
@@ -225,6 +242,8 @@ class Client:
         """Register interest in `request_id` before sending it (for fire-then-gather use)."""
         future: asyncio.Future[InferenceResult] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
+        if self._reader is not None and self._reader.done() and not self._reader.cancelled():
+            future.set_exception(self._reader_error(self._reader))  # no result can come
         return future
 
     async def wait(
@@ -356,10 +375,17 @@ class Client:
             if future is not None and not future.done():
                 future.set_result(result)
 
+    def _reader_error(self, task: asyncio.Task[None]) -> BaseException:
+        exc = task.exception() or RuntimeError("result reader stopped")
+        if isinstance(exc, AUTHORIZATION_ERRORS):
+            what = f"read topic {self.reply_topic!r}"
+            return self._settings.kafka.authorization_error(exc, what=what)
+        return exc
+
     def _reader_died(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
-        exc = task.exception() or RuntimeError("result reader stopped")
+        exc = self._reader_error(task)
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(exc)

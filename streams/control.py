@@ -24,7 +24,7 @@ from typing import Self
 
 from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.follow import Follower
-from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
+from sluicegate.runtime.kafka import AUTHORIZATION_ERRORS, KafkaSettings, idempotent_producer
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode, headers
 from sluicegate.schemas.control import Cancel, RouteSpec, decode_control
@@ -146,6 +146,8 @@ async def _produce(kafka: KafkaSettings, topic: str, key: bytes, value: bytes) -
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers())
+    except AUTHORIZATION_ERRORS as exc:
+        raise kafka.authorization_error(exc, what=f"write to topic {topic!r}") from exc
     finally:
         await producer.stop()
 

@@ -60,6 +60,10 @@ POOLS: dict[str, dict[str, Any]] = {
 COST_THRESHOLD = {"text-embed": "128000", "ocr": "64000000", "doc-match": "64000000"}
 # Where KEDA reads the rollups' metrics (a Prometheus scraping sg-telemetry).
 PROMETHEUS = "http://prometheus.monitoring.svc:9090"
+# The worker's ready and heartbeat files (`--ready-file`, `--heartbeat-file`).
+PROBE_DIR = "/run/sluicegate"
+# The heartbeat is touched every 5 s (ops/serve.py); older than this: not ready.
+HEARTBEAT_STALE_S = 30
 
 
 def _labels(model: str, pool: str) -> dict[str, str]:
@@ -67,6 +71,20 @@ def _labels(model: str, pool: str) -> dict[str, str]:
         "app.kubernetes.io/name": "sluicegate-worker",
         "sluicegate/model": model,
         "sluicegate/pool": pool,
+    }
+
+
+def _fresh(max_age_s: int) -> str:
+    """Shell test: the heartbeat file was touched less than `max_age_s` seconds ago."""
+    return f"[ $(( $(date +%s) - $(stat -c %Y {PROBE_DIR}/alive) )) -lt {max_age_s} ]"
+
+
+def _exec_probe(test: str, *, period_s: int, failures: int) -> dict[str, Any]:
+    return {
+        "exec": {"command": ["sh", "-c", test]},
+        "periodSeconds": period_s,
+        "failureThreshold": failures,
+        "timeoutSeconds": 5,
     }
 
 
@@ -157,8 +175,25 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
                         {
                             "name": "worker",
                             "image": IMAGE,
-                            "args": ["worker", "--model", model, "--pool", pool],
+                            "args": [
+                                *("worker", "--model", model, "--pool", pool),
+                                *("--ready-file", f"{PROBE_DIR}/ready"),
+                                *("--heartbeat-file", f"{PROBE_DIR}/alive"),
+                            ],
                             "env": env,
+                            # Ready: joined its group (after Triton answered; the triton
+                            # container's own probe gates the pod too) and the loop runs.
+                            "readinessProbe": _exec_probe(
+                                f"test -f {PROBE_DIR}/ready && {_fresh(HEARTBEAT_STALE_S)}",
+                                period_s=5,
+                                failures=3,
+                            ),
+                            # Alive: the event loop touched its heartbeat recently (every
+                            # 5 s, also while it waits for Triton); a stuck loop is restarted.
+                            "livenessProbe": _exec_probe(
+                                _fresh(HEARTBEAT_STALE_S * 2), period_s=10, failures=3
+                            ),
+                            "volumeMounts": [{"name": "probes", "mountPath": PROBE_DIR}],
                             "ports": [{"name": "metrics", "containerPort": 9464}],
                             "resources": {
                                 "requests": {"cpu": "2", "memory": "2Gi"},
@@ -180,6 +215,7 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
                             },
                         },
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
+                        {"name": "probes", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                     ],
                 },
             },

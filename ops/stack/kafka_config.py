@@ -45,6 +45,9 @@ class SaslSsl:
 
     certificates: Certificates
     users: Mapping[str, str] = field(default_factory=dict)  # username -> password
+    # KRaft's StandardAuthorizer with allow.everyone.if.no.acl.found=false: only
+    # ACLs (ops/acls.py) let a user do anything; ADMIN_USER is a super user.
+    authorizer: bool = False
 
     def scram_users(self) -> dict[str, str]:
         return {ADMIN_USER[0]: ADMIN_USER[1], **self.users}
@@ -158,7 +161,23 @@ def server_properties(cfg: KafkaLocalConfig, node: KafkaNode) -> dict[str, str]:
     }
     if cfg.sasl_ssl is not None:
         server |= _sasl_ssl_properties(cfg.sasl_ssl.certificates)
+        if cfg.sasl_ssl.authorizer:
+            server |= _authorizer_properties()
     return server
+
+
+def _authorizer_properties() -> dict[str, str]:
+    """Deny what no ACL allows; the brokers' own principals are super users.
+
+    `User:admin` is the inter-broker SCRAM principal (and `sluicegate`'s admin);
+    `User:ANONYMOUS` is what the PLAINTEXT controller listener (loopback, KRaft
+    only: clients cannot use it) authenticates brokers as.
+    """
+    return {
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{ADMIN_USER[0]};User:ANONYMOUS",
+    }
 
 
 def _sasl_ssl_properties(certs: Certificates) -> dict[str, str]:

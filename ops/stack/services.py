@@ -1,9 +1,9 @@
 """The streams processes of the local stack: the ingress router and the telemetry rollups.
 
-Started by `sluicegate up` after the workers, as managed processes like
-them (pid and log under `<state>/streams/`), each touching a ready file once
-it has joined its consumer group; stopped by `down` before the workers, so
-the router stops forwarding before the workers drain.
+Run by `sluicegate up`'s supervisor after the workers (supervisor.py), as
+managed processes like them (pid and log under `<state>/streams/`), each
+touching a ready file once it has joined its consumer group; stopped before
+the workers, so the router stops forwarding before the workers drain.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .process import ManagedProcess, wait_until
+from .supervisor import Part
 
 SERVICES = ("router", "telemetry")
 
@@ -28,33 +29,32 @@ class StreamsServices:
     def ready_file(self, name: str) -> Path:
         return self.state_dir / "streams" / f"{name}.ready"
 
-    def start(
-        self, env: Mapping[str, str], say: Callable[[str], None]
-    ) -> list[Callable[[], object]]:
-        """Start the services not yet running and wait until each is ready.
+    def parts(self, env: Mapping[str, str]) -> list[Part]:
+        """The router and the rollups as supervised parts (`env` on top of the supervisor's)."""
+        return [
+            Part(
+                name=name,
+                state_dir=self.state_dir / "streams",
+                argv=[
+                    *(sys.executable, "-m", "sluicegate", name),
+                    *("--ready-file", str(self.ready_file(name))),
+                ],
+                env=dict(env),
+                ready_file=self.ready_file(name),
+            )
+            for name in SERVICES
+        ]
 
-        Returns the stop functions of those this call started.
-        """
-        started: list[Callable[[], object]] = []
+    def wait_ready(self, alive: Callable[[str], Callable[[], bool]]) -> None:
+        """Wait until each service touched its ready file (`alive(name)`: still worth waiting)."""
         for name in SERVICES:
-            proc = self.process(name)
-            if proc.is_running():
-                continue
-            say(f"starting the {name}")
-            self.ready_file(name).unlink(missing_ok=True)
-            argv = [sys.executable, "-m", "sluicegate", name]
-            proc.start([*argv, "--ready-file", str(self.ready_file(name))], env=env)
-            started.append(proc.stop)
-        for name in SERVICES:
-            proc = self.process(name)
             wait_until(
                 self.ready_file(name).exists,
                 timeout=120,
                 what=name,
-                alive=proc.is_running,
-                log_path=proc.log_path,
+                alive=alive(name),
+                log_path=self.process(name).log_path,
             )
-        return started
 
     def healthy(self, name: str) -> tuple[int | None, bool]:
         pid = self.process(name).pid()

@@ -38,6 +38,15 @@ from .kafka import KafkaLocalConfig, LocalKafka
 from .pools import StandinPool, StandinPorts, http_ok, parse_pools
 from .process import ManagedProcess, StackError, free_port, pid_alive, port_is_open, wait_until
 from .services import SERVICES, StreamsServices
+from .supervisor import (
+    PARTS_FILE,
+    Part,
+    describe,
+    keeps_trying,
+    read_parts,
+    start_supervisor,
+    supervisor_process,
+)
 from .triton import LocalTriton, TritonLocalConfig
 
 Progress = Callable[[str], None]
@@ -146,6 +155,8 @@ class LocalStack:
         self.state_dir = state
         self.metrics_ports: dict[str, int] = {}  # worker model -> its Prometheus port
         self.streams = StreamsServices(state_dir=state)
+        self.supervisor_dir = state / "supervisor"
+        self.supervisor = supervisor_process(self.supervisor_dir)
 
     def worker(self, model: str) -> ManagedProcess:
         return ManagedProcess(name=f"worker-{model}", state_dir=self.state_dir / "workers")
@@ -186,34 +197,34 @@ class LocalStack:
             self._say("creating topics")
             names = default_topics(s.topics) + streams_topics(s.topics)
             asyncio.run(ensure_topics(s.kafka(), names, compacted=compacted_topics(s.topics)))
-            for model in models:
-                if self.worker(model).is_running():
-                    continue
-                self._start_worker(model)
-                started.append(self.worker(model).stop)
+            if not self.supervisor.is_running():
+                parts = [self._worker_part(m) for m in models]
+                parts += self.streams.parts(self._streams_env(pools))
+                self._say(f"starting the supervisor of {', '.join(p.name for p in parts)}")
+                start_supervisor(self.supervisor_dir, parts, _child_env({}))
+                started.append(self.supervisor.stop)
+            # A part that dies is restarted meanwhile; one that keeps dying fails `up`.
             for model in models:
                 self._say(f"waiting for the {model} worker to join its group")
-                proc = self.worker(model)
                 wait_until(
                     self.ready_file(model).exists,
                     timeout=120,
                     what=f"worker {model}",
-                    alive=proc.is_running,
-                    log_path=proc.log_path,
+                    alive=keeps_trying(self.supervisor_dir, f"worker-{model}"),
+                    log_path=self.worker(model).log_path,
                 )
             if "a100" in pools:
                 env = _child_env({"SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers})
                 started += self.standin.up(models, env=env, say=self._say, timeout=timeout)
-            started += self.streams.start(self._streams_env(pools), self._say)
+            self.streams.wait_ready(lambda name: keeps_trying(self.supervisor_dir, name))
             self._write_manifest(models, pools)
         except BaseException:
             for stop in reversed(started):
                 stop()
             raise
 
-    def _start_worker(self, model: str) -> None:
+    def _worker_part(self, model: str) -> Part:
         s = self.settings
-        self.ready_file(model).unlink(missing_ok=True)
         extra = {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": s.triton_url,
@@ -230,10 +241,10 @@ class LocalStack:
                 self.collector.config, service=f"sg-worker-{model}", prometheus_port=port
             )
             self.metrics_ports[model] = port
-        env = _child_env(extra)
-        self._say(f"starting the {model} worker")
-        self.worker(model).start(
-            [
+        return Part(
+            name=f"worker-{model}",
+            state_dir=self.state_dir / "workers",
+            argv=[
                 sys.executable,
                 "-m",
                 "sluicegate",
@@ -245,7 +256,8 @@ class LocalStack:
                 "--ready-file",
                 str(self.ready_file(model)),
             ],
-            env=env,
+            env=extra | {"PYTHONUNBUFFERED": "1"},
+            ready_file=self.ready_file(model),
         )
 
     def _streams_env(self, pools: Sequence[str]) -> dict[str, str]:
@@ -276,6 +288,8 @@ class LocalStack:
             "triton_metrics": f"127.0.0.1:{s.triton_metrics_port}",
             "models": list(models),
             "pools": list(pools),
+            # pid, restarts and last exit of each supervised part (supervisor.py)
+            "supervised": str(self.supervisor_dir / PARTS_FILE),
         }
         if "a100" in pools:
             manifest["a100_standin"] = {
@@ -332,30 +346,36 @@ class LocalStack:
                     f"{self.collector.config.traces_file}",
                 )
             )
+        supervised = read_parts(self.supervisor_dir)
+        if supervised:
+            sup = self.supervisor
+            where = f"log {sup.log_path}"
+            parts.append(PartStatus("supervisor", sup.pid(), sup.is_running(), where))
         for model in self.manifest_models():
             proc = self.worker(model)
             pid = proc.pid()
             ready = pid is not None and self.ready_file(model).exists()
-            parts.append(
-                PartStatus(
-                    f"worker {model}",
-                    pid,
-                    ready,
-                    f"{s.topics.work(model, 'cpu')}, log {proc.log_path}",
-                )
-            )
+            waiting = self.ready_file(model).with_suffix(".waiting")
+            note = describe(supervised.get(proc.name), waiting if pid is not None else None)
+            where = f"{s.topics.work(model, 'cpu')}, log {proc.log_path}"
+            detail = f"{note}; {where}" if note else where
+            parts.append(PartStatus(f"worker {model}", pid, ready, detail))
         if "a100" in self.manifest_pools():
             parts += [PartStatus(*row) for row in self.standin.status(self.manifest_models())]
         for name in SERVICES:
             pid, ready = self.streams.healthy(name)
             where = f"/metrics on 127.0.0.1:{s.metrics_port}" if name == "telemetry" else ""
             log_path = self.streams.process(name).log_path
-            parts.append(PartStatus(name, pid, ready, f"{where} log {log_path}".strip()))
+            note = describe(supervised.get(name))
+            detail = f"{note}; {where} log {log_path}" if note else f"{where} log {log_path}"
+            parts.append(PartStatus(name, pid, ready, detail.strip()))
         return parts
 
     def down(self) -> list[str]:
         """Stop every part; returns the names of those that were running."""
-        stopped = self.streams.stop()
+        # The supervisor first (it stops its parts, router before workers): nothing restarts.
+        stopped = ["supervisor"] if self.supervisor.stop(grace=120) else []
+        stopped += self.streams.stop()
         stopped += self.standin.stop(sorted({*self.manifest_models(), *CATALOG}))
         for model in sorted({*self.manifest_models(), *CATALOG}):
             if self.worker(model).stop(grace=45):

@@ -17,6 +17,7 @@ WIRE_VALUES = {
     "backend_rejected", "error", "invalid_reply_to", "reply_to_unwritable", "poison",
     "control_malformed",
     "image_ref_refused",
+    "not_authorized",
 }  # fmt: skip
 
 
@@ -45,3 +46,4 @@ def test_every_error_class_code_is_listed() -> None:
 def test_refusal_messages_name_the_fix() -> None:
     assert "later deadline" in ErrorCode.DEADLINE_EXPIRED.message
     assert "cancel record" in ErrorCode.CANCELLED.message
+    assert "sluicegate topics acls --apply" in ErrorCode.NOT_AUTHORIZED.message
