@@ -36,7 +36,7 @@ class TopView:
         elif isinstance(record, ShadowDiff):
             key = (record.model, record.primary_version, record.shadow_version)
             self.shadows[key] = record
-        else:
+        elif isinstance(record, DriftEvent):
             self.drifts[(record.model, record.statistic)] = record
 
     def render(self) -> Group:

@@ -50,6 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
         metrics_port=free_port(),
+        rollback_drill=True,  # text-embed v3, for tests/integration/test_versions.py
     )
     local = LocalStack(settings, progress=print)
     try:

@@ -106,6 +106,7 @@ async def test_text_embed(client: grpcaio.InferenceServerClient) -> None:
     result = await client.infer(
         "text-embed",
         [_bytes_input("TEXT", [t.encode() for t in texts])],
+        model_version="1",  # the shipped int8 build (the session repository also has v2, v3)
         outputs=[InferRequestedOutput("EMBEDDING"), InferRequestedOutput("TOKENS")],
     )
     emb = result.as_numpy("EMBEDDING")

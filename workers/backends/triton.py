@@ -120,6 +120,7 @@ class TritonBackend:
         self._tracer = get_tracer(tracer_provider)
         self._timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url)
+        self._defaults: dict[str, str] = {}  # model -> its repository default version
         self._shm = (
             ShmPool(slots=shm_slots, register=self._register, unregister=self._unregister)
             if transport == "shm"
@@ -130,8 +131,9 @@ class TritonBackend:
         self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
     ) -> list[Outputs]:
         """Run `batch` on `model` (a precision variant's name maps like its model) at
-        `version` ("" = Triton's choice, the highest ready version)."""
+        `version` ("": the repository's `default_version`, not Triton's highest)."""
         io = _MODELS.get(model) or _MODELS.get(model.rsplit("-", 1)[0])
+        version = version or await self._default_version(model)
         if io is None:
             raise BackendRejected(f"the Triton backend has no tensor mapping for model {model!r}")
         requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
@@ -202,6 +204,17 @@ class TritonBackend:
             raise map_error(exc, url=self._url) from exc
         versions = meta.get("versions") or ["1"]
         return str(versions[-1])
+
+    async def _default_version(self, model: str) -> str:
+        if model not in self._defaults:
+            try:
+                config = await self._client.get_model_config(model, as_json=True)
+            except InferenceServerException:
+                return ""  # infer() reports what is wrong with the model
+            params = config.get("config", {}).get("parameters") or {}
+            default = params.get("default_version", {}).get("string_value", "")
+            self._defaults[model] = str(default)
+        return self._defaults[model]
 
     async def variants(self, model: str) -> ServedVariants:
         """Every version and precision variant of `model` this server has ready."""
