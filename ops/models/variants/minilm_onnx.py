@@ -30,7 +30,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["build_minilm_fp32", "read_safetensors"]
+__all__ = ["build_minilm", "read_safetensors"]
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
@@ -51,10 +51,11 @@ def read_safetensors(path: Path) -> dict[str, npt.NDArray[Any]]:
 
 
 class _Graph:
-    def __init__(self) -> None:
+    def __init__(self, *, half: bool) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
+        self.half = half  # fp16 weights and matmuls; the residual stream stays fp32
 
     def const(self, name: str, value: npt.ArrayLike, dtype: Any = np.float32) -> str:
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
@@ -63,13 +64,21 @@ class _Graph:
     def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
         self._n += 1
         out = f"{kind.lower()}_{self._n}"
-        self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        # Named nodes: onnxconverter-common's fp16 pass names its casts after them.
+        self.nodes.append(helper.make_node(kind, inputs, [out], name=f"n{self._n}", **attrs))
         return out
 
     def linear(self, x: str, w: npt.NDArray[Any], b: npt.NDArray[Any], name: str) -> str:
         # torch Linear stores [out, in]; MatMul wants [in, out].
-        wt = self.const(f"{name}.weight_t", np.ascontiguousarray(w.T))
-        return self.op("Add", [self.op("MatMul", [x, wt]), self.const(f"{name}.bias", b)])
+        if not self.half:
+            wt = self.const(f"{name}.weight_t", np.ascontiguousarray(w.T))
+            return self.op("Add", [self.op("MatMul", [x, wt]), self.const(f"{name}.bias", b)])
+        wt = self.const(f"{name}.weight_t", np.ascontiguousarray(w.T), np.float16)
+        x16 = self.op("Cast", [x], to=TensorProto.FLOAT16)
+        y = self.op(
+            "Add", [self.op("MatMul", [x16, wt]), self.const(f"{name}.bias", b, np.float16)]
+        )
+        return self.op("Cast", [y], to=TensorProto.FLOAT)
 
     def layer_norm(self, x: str, w: dict[str, npt.NDArray[Any]], name: str) -> str:
         scale = self.const(f"{name}.weight", w[f"{name}.weight"])
@@ -98,11 +107,17 @@ def _attention(g: _Graph, x: str, mask_bias: str, w: dict[str, Any], p: str, hea
     return g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge])
 
 
-def build_minilm_fp32(safetensors: Path, config: Path, dest: Path) -> Path:
-    """Write the encoder of `safetensors` (BERT `config`) to `dest` as fp32 ONNX; return `dest`."""
+def build_minilm(safetensors: Path, config: Path, dest: Path, *, half: bool = False) -> Path:
+    """Write the encoder of `safetensors` (BERT `config`) to `dest` as ONNX; return `dest`.
+
+    `half`: every Linear layer (Q, K, V, output, feed-forward: nearly all the
+    FLOPs) runs in fp16 with fp16 weights; embeddings, attention scores,
+    softmax, GELU's erf and LayerNorm stay in fp32, as mixed-precision
+    inference keeps them. Inputs and output are the same either way.
+    """
     cfg = json.loads(config.read_text())
     w = read_safetensors(safetensors)
-    g = _Graph()
+    g = _Graph(half=half)
     ids, mask, types = "input_ids", "attention_mask", "token_type_ids"
     word = g.op("Gather", [g.const("word_embeddings", w["embeddings.word_embeddings.weight"]), ids])
     seq = g.op(
@@ -120,7 +135,7 @@ def build_minilm_fp32(safetensors: Path, config: Path, dest: Path) -> Path:
     masked = g.op("Mul", [g.op("Sub", [g.const("one_f", 1.0), keep]), g.const("neg", -1e4)])
     mask_bias = g.op("Unsqueeze", [masked, g.const("mask_axes", [1, 2], np.int64)])
     gelu_c = g.const("inv_sqrt2", 1.0 / math.sqrt(2.0))
-    half, one_f = g.const("half", 0.5), "one_f"
+    point5, one_f = g.const("half", 0.5), "one_f"
     for i in range(int(cfg["num_hidden_layers"])):
         p = f"encoder.layer.{i}"
         ctx = _attention(g, x, mask_bias, w, f"{p}.attention.self", int(cfg["num_attention_heads"]))
@@ -138,16 +153,16 @@ def build_minilm_fp32(safetensors: Path, config: Path, dest: Path) -> Path:
             f"{p}.intermediate.dense",
         )
         erf = g.op("Erf", [g.op("Mul", [inter, gelu_c])])
-        gelu = g.op("Mul", [g.op("Mul", [inter, half]), g.op("Add", [erf, one_f])])
+        gelu = g.op("Mul", [g.op("Mul", [inter, point5]), g.op("Add", [erf, one_f])])
         out = g.linear(
             gelu, w[f"{p}.output.dense.weight"], w[f"{p}.output.dense.bias"], f"{p}.output.dense"
         )
         x = g.layer_norm(g.op("Add", [out, x]), w, f"{p}.output.LayerNorm")
-    g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
+    g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
     batch_seq = ["batch", "sequence"]
     graph = helper.make_graph(
         g.nodes,
-        "minilm-l6-fp32",
+        "minilm-l6-fp16" if half else "minilm-l6-fp32",
         [
             helper.make_tensor_value_info(n, TensorProto.INT64, batch_seq)
             for n in (ids, mask, types)
