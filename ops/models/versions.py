@@ -57,29 +57,31 @@ class VersionPlan:
 
 def minilm_files(variants: Path, say: Callable[[str], None]) -> tuple[Path, Path]:
     """(fp32, fp16) MiniLM ONNX under `variants/minilm/`, built when missing or stale."""
+    from .variants import minilm_onnx
     from .variants.minilm_onnx import build_minilm
 
     model_dir = shipped.weight_paths()["tokenizer"].parent
     source, config = model_dir / "model.safetensors", model_dir / "config.json"
+    builder = Path(minilm_onnx.__file__)  # a change to the graph code rebuilds both
     fp32, fp16 = variants / "minilm" / "fp32.onnx", variants / "minilm" / "fp16.onnx"
     earlier = _BUILT.get(source)
-    if earlier is not None and earlier[0] != fp32 and not _newer(fp32, source):
+    if earlier is not None and earlier[0] != fp32 and not _newer(fp32, source, builder):
         # Built in another folder by this process (tests build several repositories).
         fp16.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(earlier[0], fp32)
         shutil.copyfile(earlier[1], fp16)
-    if not _newer(fp32, source):
+    if not _newer(fp32, source, builder):
         say(f"writing MiniLM fp32 ONNX from {source.name} ({fp32})")
         build_minilm(source, config, fp32)
-    if not _newer(fp16, fp32):
+    if not _newer(fp16, fp32, builder):
         say(f"writing MiniLM fp16 ONNX from {source.name} ({fp16})")
         build_minilm(source, config, fp16, half=True)
     _BUILT[source] = (fp32, fp16)
     return fp32, fp16
 
 
-def _newer(path: Path, source: Path) -> bool:
-    return path.is_file() and path.stat().st_mtime >= source.stat().st_mtime
+def _newer(path: Path, *sources: Path) -> bool:
+    return path.is_file() and all(path.stat().st_mtime >= s.stat().st_mtime for s in sources)
 
 
 def text_embed_plans(
