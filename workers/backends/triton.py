@@ -21,6 +21,7 @@ from opentelemetry.trace import TracerProvider
 from tritonclient.utils import InferenceServerException
 
 from sluicegate.runtime.tracing import get_tracer
+from sluicegate.schemas.catalog import CATALOG
 
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from ..tracing import grpc_client_span
@@ -206,21 +207,31 @@ class TritonBackend:
         return str(versions[-1])
 
     async def _default_version(self, model: str) -> str:
+        """The config's `default_version`; without the admin key (model-config is a
+        restricted API) the catalog's version; "" (Triton's choice) for other names."""
         if model not in self._defaults:
             try:
-                config = await self._client.get_model_config(model, as_json=True)
+                config = await self._client.get_model_config(
+                    model, as_json=True, headers=self._admin
+                )
+                params = config.get("config", {}).get("parameters") or {}
+                default = str(params.get("default_version", {}).get("string_value", ""))
             except InferenceServerException:
-                return ""  # infer() reports what is wrong with the model
-            params = config.get("config", {}).get("parameters") or {}
-            default = params.get("default_version", {}).get("string_value", "")
-            self._defaults[model] = str(default)
+                default = CATALOG[model].version if model in CATALOG else ""
+            self._defaults[model] = default
         return self._defaults[model]
 
     async def variants(self, model: str) -> ServedVariants:
         """Every version and precision variant of `model` this server has ready."""
         try:
-            return await read_variants(self._client, model)
+            return await read_variants(self._client, model, headers=self._admin)
         except InferenceServerException as exc:
+            if "restricted" in (exc.message() or ""):
+                raise BackendRejected(
+                    f"Triton at {self._url} restricts its model-config API: set "
+                    "SLUICEGATE_TRITON__ADMIN_KEY to its admin key so the worker can read "
+                    "which versions and precisions it serves"
+                ) from exc
             raise map_error(exc, url=self._url) from exc
         except LookupError as exc:
             raise BackendUnavailable(f"Triton at {self._url}: {exc}") from exc

@@ -30,12 +30,16 @@ def _device(params: dict[str, str], config: dict[str, Any]) -> str:
     return "cuda" if "KIND_GPU" in kinds else "cpu"
 
 
-async def read_variants(client: grpcclient.InferenceServerClient, model: str) -> ServedVariants:
+async def read_variants(
+    client: grpcclient.InferenceServerClient, model: str, *, headers: dict[str, str] | None = None
+) -> ServedVariants:
     """The variants of `model` that are READY on the server `client` talks to.
 
+    The repository index and model configs are restricted APIs on a locked
+    Triton: `headers` carries the admin key (`SLUICEGATE_TRITON__ADMIN_KEY`).
     Raises tritonclient's `InferenceServerException` (the caller maps it).
     """
-    index = await client.get_model_repository_index(as_json=True)
+    index = await client.get_model_repository_index(as_json=True, headers=headers)
     wanted = {model, *(f"{model}-{p}" for p in PRECISIONS)}
     names = sorted({str(m["name"]) for m in index.get("models", []) if m.get("name") in wanted})
     variants: list[Variant] = []
@@ -43,7 +47,8 @@ async def read_variants(client: grpcclient.InferenceServerClient, model: str) ->
     for name in names:
         if not await client.is_model_ready(name):
             continue
-        config = (await client.get_model_config(name, as_json=True)).get("config", {})
+        config = await client.get_model_config(name, as_json=True, headers=headers)
+        config = config.get("config", {})
         params = {
             str(k): str(v.get("string_value", ""))
             for k, v in (config.get("parameters") or {}).items()
