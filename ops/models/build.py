@@ -37,7 +37,7 @@ from sluicegate.inference.manifest import MANIFEST_NAME, artifact_entries, verif
 from sluicegate.ops.stack.process import StackError
 
 from .targets import TARGETS, TargetSpec, variant_files
-from .versions import VersionPlan, minilm_files, text_embed_plans
+from .versions import VersionPlan, minilm_files, ocr_plan, ocr_rec_int8, text_embed_plans
 
 __all__ = [
     "MANIFEST_NAME",
@@ -345,8 +345,10 @@ def build_repository(
     plans: tuple[VersionPlan, ...] = ()
     if "cpu" in targets:
         # Beside the repository, not in `variants` (the GPU targets' torch exports).
-        fp32, fp16 = minilm_files(dest.absolute().parent / "model-variants", say)
+        built = dest.absolute().parent / "model-variants"
+        fp32, fp16 = minilm_files(built, say)
         plans = text_embed_plans(native="int8", fp32=fp32, fp16=fp16, drill=drill)
+        plans += (ocr_plan(ocr_rec_int8(built, say)),)
     layout = _render(weights, specs, variants, plans)
     digest = _digest(layout)
     dest = dest.absolute()

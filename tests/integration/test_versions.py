@@ -14,10 +14,11 @@ import uuid
 import numpy as np
 import pytest
 
+from sluicegate.ops.samples import render_text_image
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_telemetry
 from sluicegate.schemas.control import RouteGuards, RouteSpec
-from sluicegate.schemas.models import InferenceRequest, InferenceResult, Status
+from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 from sluicegate.streams.control import publish_route, read_routes
@@ -117,6 +118,31 @@ async def test_pinned_precision_versions_and_what_ran_in_results_telemetry_and_d
     ]
     assert (event.model_version, event.precision, event.device_kind) == ("2", "fp16", "cpu")
     assert event.tokens > 0 and event.pixels == 0
+
+
+async def test_ocr_serves_two_builds_that_differ_measurably(
+    run_worker: WorkerFactory, client: Client
+) -> None:
+    image = ImageInput.inline(render_text_image("Sluice gate 7 opens at 06:15", glyph_px=32))
+    asked = [
+        InferenceRequest(
+            request_id=uuid.uuid4().hex,
+            model="ocr",
+            images=[image],
+            parameters={"model_version": version},
+        )
+        for version in ("1", "2")
+    ]
+    async with run_worker("ocr"):
+        one, two = [await client.submit(r) for r in asked]
+    assert one.status is Status.OK and two.status is Status.OK, (one.error, two.error)
+    assert (one.model_version, one.precision) == ("1", "fp32")
+    assert (two.model_version, two.precision) == ("2", "fp32+int8")
+    print(
+        f"ocr v1 {one.outputs['text']!r} {one.outputs['score']:.4f}; "
+        f"v2 {two.outputs['text']!r} {two.outputs['score']:.4f}"
+    )
+    assert one.outputs["score"] != two.outputs["score"], "v2 must be a different build"
 
 
 async def test_a_broken_canary_is_rolled_back_by_the_rollups_themselves(

@@ -52,6 +52,7 @@ def test_cpu_repository_is_what_the_local_stack_runs(cpu_repo: Path) -> None:
     assert "execution_providers" not in config  # the local stack's config, unchanged
     # v1 reads the shipped weights in place; only the built v2 (fp32, fp16) is copied.
     assert sorted(str(p.relative_to(cpu_repo)) for p in cpu_repo.rglob("*.onnx")) == [
+        "ocr/2/ocr-rec.onnx",
         "text-embed-fp16/2/encoder.onnx",
         "text-embed/2/encoder.onnx",
     ]
