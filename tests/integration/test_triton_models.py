@@ -129,7 +129,7 @@ async def test_text_embed(client: grpcaio.InferenceServerClient) -> None:
 async def test_ocr_batch_reads_rendered_text(client: grpcaio.InferenceServerClient) -> None:
     images = [render_page(lines, font_name=f, glyph_px=s, canvas=c) for lines, f, s, c in PAGES]
     blank = render_page([], font_name="DejaVuSans.ttf", glyph_px=24, canvas=(320, 240))
-    result = await client.infer("ocr", [_bytes_input("IMAGE", [*images, blank])])
+    result = await client.infer("ocr", [_bytes_input("IMAGE", [*images, blank])], model_version="1")
     texts = _strings(result.as_numpy("TEXT"))
     scores = result.as_numpy("SCORE")
     lines_json = _strings(result.as_numpy("LINES"))
@@ -161,9 +161,9 @@ async def test_undecodable_image_fails_only_its_request(
     garbage = b"\x89PNG\r\n\x1a\nthis is not an image"
 
     outcomes = await asyncio.gather(
-        client.infer("ocr", [_bytes_input("IMAGE", [good])]),
-        client.infer("ocr", [_bytes_input("IMAGE", [garbage])]),
-        client.infer("ocr", [_bytes_input("IMAGE", [good])]),
+        client.infer("ocr", [_bytes_input("IMAGE", [good])], model_version="1"),
+        client.infer("ocr", [_bytes_input("IMAGE", [garbage])], model_version="1"),
+        client.infer("ocr", [_bytes_input("IMAGE", [good])], model_version="1"),
         return_exceptions=True,
     )
     ok_first, failed, ok_last = outcomes
@@ -177,9 +177,9 @@ async def test_undecodable_image_fails_only_its_request(
     # Inside one request the batch fails as a whole (one response per request),
     # naming the bad item so the worker can bisect.
     with pytest.raises(InferenceServerException, match=r"invalid_image: IMAGE item 1 of 2"):
-        await client.infer("ocr", [_bytes_input("IMAGE", [good, garbage])])
+        await client.infer("ocr", [_bytes_input("IMAGE", [good, garbage])], model_version="1")
     # The model instance survived.
-    again = await client.infer("ocr", [_bytes_input("IMAGE", [good])])
+    again = await client.infer("ocr", [_bytes_input("IMAGE", [good])], model_version="1")
     assert normalise(_strings(again.as_numpy("TEXT"))[0]) == "Gate 7 opens"
 
 
