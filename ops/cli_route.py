@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sluicegate.schemas.control import RouteSpec
+from sluicegate.schemas.control import RouteGuards, RouteSpec
 from sluicegate.schemas.topics import POOLS, Pool
 
 from .cli_common import console
@@ -42,8 +42,30 @@ def route_set(
     shadow: Annotated[str | None, typer.Option(help="Version that gets a shadow copy.")] = None,
     shadow_fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
     pool: Annotated[list[str] | None, typer.Option(help="Allowed pools (repeatable).")] = None,
+    max_error_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Guard: roll back when a canary's error rate passes this."
+        ),
+    ] = None,
+    max_p99_ratio: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="Guard: roll back when canary p99 / primary p99 passes this."),
+    ] = None,
+    min_shadow_similarity: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Guard: roll back when shadow agreement drops below."),
+    ] = None,
+    min_requests: Annotated[
+        int, typer.Option(min=1, help="Requests (or shadow pairs) a window needs to trip a guard.")
+    ] = 20,
 ) -> None:
-    """Set a model's route; every router applies it within seconds."""
+    """Set a model's route; every router applies it within seconds.
+
+    With a guard option, the telemetry rollups (`sluicegate telemetry`) watch
+    every window and roll the route back to the one it replaces by themselves
+    when a canary breaks a guard (a `rollback` event on sg.telemetry.rollup says why).
+    """
     from sluicegate.streams.control import publish_route
 
     versions: dict[str, float] = {}
@@ -57,6 +79,15 @@ def route_set(
     if bad:
         raise typer.BadParameter(f"unknown pool(s) {bad}; pools are {', '.join(POOLS)}")
     pools: tuple[Pool, ...] | None = tuple(pool) if pool else None  # type: ignore[arg-type]
+    limits = (max_error_rate, max_p99_ratio, min_shadow_similarity)
+    guards = None
+    if any(v is not None for v in limits):
+        guards = RouteGuards(
+            max_error_rate=max_error_rate,
+            max_p99_ratio=max_p99_ratio,
+            min_shadow_similarity=min_shadow_similarity,
+            min_requests=min_requests,
+        )
     try:
         spec = RouteSpec(
             model=model,
@@ -64,6 +95,7 @@ def route_set(
             shadow=shadow,
             shadow_fraction=shadow_fraction,
             pools=pools,
+            guards=guards,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

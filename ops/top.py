@@ -55,7 +55,7 @@ class TopView:
         elif isinstance(record, ShadowDiff):
             key = (record.model, record.primary_version, record.shadow_version)
             self.shadows[key] = record
-        else:
+        elif isinstance(record, DriftEvent):
             self.drifts[(record.model, record.statistic)] = record
 
     def age_s(self, end_ms: int) -> float:

@@ -48,6 +48,8 @@ class ResultBuilder:
     model: str = ""
     pool: str = ""
     model_version: str = ""
+    precision: str = ""  # of the variant that ran (fp32, fp16, bf16, int8)
+    device_kind: str = ""  # cpu, cuda or rocm
 
     def result(
         self,
@@ -70,6 +72,8 @@ class ResultBuilder:
             error=error,
             timings=timings or Timings(total_ms=_since(created_ms, now)),
             model_version=self.model_version,
+            precision=self.precision,
+            device_kind=self.device_kind,
             pool=self.pool,
             worker=self.worker,
             produced_ms=now,

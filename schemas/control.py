@@ -29,6 +29,25 @@ class _Control(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class RouteGuards(_Control):
+    """Thresholds the telemetry rollups watch per window while a route is live.
+
+    A guard trips when a canary version (one the route's `previous` did not
+    serve) breaks it over a window with at least `min_requests` requests (or
+    shadow pairs); the rollups then publish the rollback (the `previous`
+    spec, as `sluicegate route rollback` would) and a `rollback` event saying why.
+    """
+
+    # Errors / requests of a canary version in one window.
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    # Canary p99 latency / the primary version's p99, same model and pool.
+    max_p99_ratio: float | None = Field(default=None, gt=0)
+    # Mean similarity of shadow results to their primaries (cosine, text ratio).
+    min_shadow_similarity: float | None = Field(default=None, ge=0, le=1)
+    # Evidence a window needs before a guard may trip on it.
+    min_requests: int = Field(default=20, ge=1)
+
+
 class RouteSpec(_Control):
     """How the router serves one model. Weights are relative, not percentages."""
 
@@ -47,6 +66,8 @@ class RouteSpec(_Control):
     ts_ms: int = Field(default=0, ge=0)
     # The spec this one replaced: what `sluicegate route rollback` restores.
     previous: RouteSpec | None = None
+    # Automatic rollback thresholds (watched by the telemetry rollups); None: none.
+    guards: RouteGuards | None = None
 
     @field_validator("versions")
     @classmethod

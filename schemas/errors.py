@@ -58,6 +58,8 @@ class ErrorCode(StrEnum):
     OVER_BUDGET = "over_budget"
     OVER_QUOTA = "over_quota"
     DEADLINE_EXPIRED = "deadline_expired"
+    VERSION_UNAVAILABLE = "version_unavailable"
+    PRECISION_UNAVAILABLE = "precision_unavailable"
     # Backend failures (sluicegate.workers.errors).
     WORKER_ERROR = "worker_error"
     BACKEND_ERROR = "backend_error"
@@ -128,6 +130,14 @@ _MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.OVER_QUOTA: "the tenant's quota is used up; retry after retry_after_s",
     ErrorCode.DEADLINE_EXPIRED: (
         "the request's deadline_ms passed before it could run; give it a later deadline"
+    ),
+    ErrorCode.VERSION_UNAVAILABLE: (
+        "the pool does not serve that model version; ask for one it serves (the "
+        "worker logs them when it starts) or build the model repository with it"
+    ),
+    ErrorCode.PRECISION_UNAVAILABLE: (
+        "the pool has no variant of that version at that precision; drop the "
+        "`precision` pin or ask for one the version is built at"
     ),
     ErrorCode.WORKER_ERROR: "the worker failed; the request may be retried",
     ErrorCode.BACKEND_ERROR: "the inference backend failed on this request",

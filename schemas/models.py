@@ -119,6 +119,10 @@ class InferenceResult(_Record):
     error: ErrorInfo | None = None
     timings: Timings = Field(default_factory=Timings)
     model_version: str = ""
+    # Numeric precision of the variant that ran (fp32, fp16, bf16, int8; "" when none ran).
+    precision: str = ""
+    # What ran it: cpu, cuda or rocm ("" when nothing ran).
+    device_kind: str = ""
     pool: str = ""
     worker: str = ""
     # Unix epoch ms when the result was produced.
@@ -142,6 +146,8 @@ class TelemetryEvent(_Record):
     worker: str
     ts_ms: int
     model_version: str = ""
+    precision: str = ""
+    device_kind: str = ""
     status: Status | None = None
     request_id: str | None = None
     batch_size: int = 0

@@ -45,7 +45,7 @@ class RollupCollector(Collector):
             elif isinstance(record, ShadowDiff):
                 skey = (record.model, record.primary_version, record.shadow_version)
                 self._shadow[skey] = record
-            else:
+            elif isinstance(record, DriftEvent):
                 self._drift[(record.model, record.statistic)] = record
 
     def collect(self) -> Iterator[Metric]:

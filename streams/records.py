@@ -95,11 +95,30 @@ class DriftEvent(_Out):
     ts_ms: int
 
 
-RollupRecord = WindowRollup | ShadowDiff | DriftEvent
+class RollbackEvent(_Out):
+    """A route guard tripped and the rollups rolled the route back by themselves."""
+
+    kind: Literal["rollback"] = "rollback"
+    model: str
+    version: str  # the canary (or shadow) version that broke the guard
+    guard: Literal["error_rate", "p99_ratio", "shadow_similarity"]
+    observed: float
+    threshold: float
+    from_revision: int  # the route that was live
+    to_revision: int  # the rollback the rollups published
+    pool: str = ""  # the window's pool ("" for a shadow diff)
+    window_start_ms: int
+    window_end_ms: int
+    ts_ms: int
+    reason: str  # one line for people: what broke, by how much
+
+
+RollupRecord = WindowRollup | ShadowDiff | DriftEvent | RollbackEvent
 _KINDS: dict[str, type[RollupRecord]] = {
     "window": WindowRollup,
     "shadow_diff": ShadowDiff,
     "drift": DriftEvent,
+    "rollback": RollbackEvent,
 }
 
 

@@ -7,7 +7,10 @@ primary and shadow results into `ShadowDiff`s, publishes both on
 `/metrics`, with every pool's backlog cost (`backlog.py`, what KEDA scales
 on). A plain aiokafka loop with in-memory windows: rollups are
 telemetry, so a crash loses at most the open windows (offsets are
-auto-committed), and open windows are flushed on a clean stop. The
+auto-committed), and open windows are flushed on a clean stop. It also
+follows `sg.control` and watches each route's guards (`guards.py`): when a
+canary breaks one over a window, it publishes the rollback to `sg.control`
+itself and a `rollback` event on `sg.telemetry.rollup` saying why. The
 bookkeeping is `RollupCore`'s (`rollup_core.py`, no I/O); the followers,
 the consuming loop and the publisher run in one task group: the first to
 fail stops the process, and `stop()` re-raises that failure.
@@ -20,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -29,6 +32,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.runtime import kafka
+from sluicegate.runtime.clock import now_ms
 from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.kafka import KafkaSettings, OnFirstAssignment
 from sluicegate.runtime.lifecycle import Service
@@ -40,8 +44,10 @@ from sluicegate.schemas.settings import TopicSettings
 from sluicegate.schemas.topics import POOLS
 
 from . import backlog
+from .control import ControlReader
+from .guards import GuardWatch, Trip, rolled_back
 from .metrics import RollupCollector
-from .records import RollupRecord, WindowRollup
+from .records import RollbackEvent, RollupRecord, WindowRollup
 from .rollup_core import RollupCore, with_lag
 
 log = logging.getLogger("sluicegate.telemetry")
@@ -96,6 +102,9 @@ class TelemetryRollups(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self.published = 0
+        self.guards = GuardWatch()
+        self.control = ControlReader(kafka=settings.kafka, topic=settings.topics.control)
+        self.rollbacks: list[RollbackEvent] = []
 
     async def _serve(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         s = self._s
@@ -119,6 +128,7 @@ class TelemetryRollups(Service):
         )
         admin = kafka.admin_client(s.kafka)
         try:
+            await self.control.start()
             for follower in followers:
                 await follower.start()
             await producer.start()
@@ -141,6 +151,7 @@ class TelemetryRollups(Service):
             await producer.stop()
             for follower in followers:
                 await follower.stop()
+            await self.control.stop()
             if server is not None:
                 server.shutdown()
                 server.server_close()
@@ -166,6 +177,8 @@ class TelemetryRollups(Service):
             return
         assert self._producer is not None
         sends = []
+        for trip in self.guards.check(self.control.state.routes, records, now_ms=now_ms()):
+            sends.append(await self._roll_back(trip))
         for record in records:
             self.collector.update(record)
             if isinstance(record, WindowRollup):
@@ -194,6 +207,19 @@ class TelemetryRollups(Service):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(s.backlog_interval_s):
                     await stop.wait()
+
+    async def _roll_back(self, trip: Trip) -> Any:
+        """Publish the rollback `trip` asks for, then its event; returns the event's send."""
+        assert self._producer is not None
+        spec = rolled_back(trip.spec, ts_ms=now_ms())
+        await self._producer.send_and_wait(
+            self._s.topics.control, encode(spec), key=spec.key(), headers=headers()
+        )
+        log.warning("automatic rollback: %s", trip.event.reason)
+        self.rollbacks.append(trip.event)
+        return await self._producer.send(
+            self._s.topics.telemetry_rollup, encode(trip.event), headers=headers()
+        )
 
     async def _with_lag(self, rollup: WindowRollup) -> WindowRollup:
         """Fill `lag_cost`: unconsumed records on the pool's work topic x mean cost."""

@@ -7,7 +7,7 @@ built by `runtime.results.ResultBuilder`, the builder the router uses too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -27,6 +27,8 @@ from sluicegate.schemas.models import (
     Timings,
 )
 
+from .variants import Variant
+
 
 @dataclass(frozen=True, kw_only=True)
 class Answers:
@@ -36,11 +38,29 @@ class Answers:
     pool: str
     worker: str
     model_version: str = ""
+    precision: str = ""
+    device_kind: str = ""
 
     @cached_property
     def _results(self) -> ResultBuilder:
         return ResultBuilder(
-            worker=self.worker, model=self.model, pool=self.pool, model_version=self.model_version
+            worker=self.worker,
+            model=self.model,
+            pool=self.pool,
+            model_version=self.model_version,
+            precision=self.precision,
+            device_kind=self.device_kind,
+        )
+
+    def ran(self, variant: Variant | None) -> Answers:
+        """These answers labelled with what runs: `variant`'s version, precision and device."""
+        if variant is None:
+            return self
+        return replace(
+            self,
+            model_version=variant.version,
+            precision=variant.precision,
+            device_kind=variant.device_kind,
         )
 
     def result(
@@ -82,7 +102,8 @@ class Answers:
         """The error result of a record that never became an `InferenceRequest`."""
         return self._results.failure(request_id, status=Status.ERROR, code=code, message=message)
 
-    def request_event(self, result: InferenceResult) -> TelemetryEvent:
+    def request_event(self, result: InferenceResult, cost: Cost | None = None) -> TelemetryEvent:
+        """The per-request event: the result's labels, timings and the request's real cost."""
         return TelemetryEvent(
             kind="request",
             model=result.model,
@@ -90,6 +111,10 @@ class Answers:
             worker=self.worker,
             ts_ms=result.produced_ms,
             model_version=result.model_version,
+            precision=result.precision,
+            device_kind=result.device_kind,
+            tokens=0 if cost is None else cost.tokens,
+            pixels=0 if cost is None else cost.pixels,
             status=result.status,
             request_id=result.request_id,
             batch_size=result.timings.batch_size,
@@ -107,6 +132,8 @@ class Answers:
             worker=self.worker,
             ts_ms=now_ms(),
             model_version=self.model_version,
+            precision=self.precision,
+            device_kind=self.device_kind,
             batch_size=len(costs),
             tokens=sum(c.tokens for c in costs),
             pixels=sum(c.pixels for c in costs),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -74,6 +74,8 @@ class _Entry(Generic[T]):
     cost: int = field(compare=False)
     arrived: float = field(compare=False)
     deadline: float = field(compare=False)
+    # Only entries of one group share a batch (a model version + precision build).
+    group: Hashable = field(compare=False, default=None)
 
 
 @dataclass(frozen=True)
@@ -120,16 +122,26 @@ class BudgetBatcher(Generic[T]):
         return sum(e.cost for e in self._heap)
 
     def add(
-        self, item: T, *, cost: int, priority: int = 0, deadline: float | None = None
+        self,
+        item: T,
+        *,
+        cost: int,
+        priority: int = 0,
+        deadline: float | None = None,
+        group: Hashable = None,
     ) -> Rejection | None:
-        """Queue `item`; returns a `Rejection` (and keeps nothing) if it can never run."""
+        """Queue `item`; returns a `Rejection` (and keeps nothing) if it can never run.
+
+        Items batch only with items of the same `group` (equal and hashable).
+        """
         if cost > self._policy.hard_limit:
             return Rejection(
                 f"request costs {cost} units, over this pool's hard limit of "
                 f"{self._policy.hard_limit}; send a smaller input"
             )
         due = math.inf if deadline is None else deadline
-        entry = _Entry((-priority, due, next(self._seq)), item, max(cost, 1), self._clock(), due)
+        seq = next(self._seq)
+        entry = _Entry((-priority, due, seq), item, max(cost, 1), self._clock(), due, group)
         heapq.heappush(self._heap, entry)
         return None
 
@@ -183,10 +195,9 @@ class BudgetBatcher(Generic[T]):
         """Greedy batch around `head` (default: the most urgent); `full` if nothing more fits."""
         policy = self._policy
         head = head or min(self._heap)
+        mates = [e for e in self._heap if e is not head and e.group == head.group]
         if policy.strategy == "count":
-            rest = heapq.nsmallest(
-                policy.max_batch_size - 1, (e for e in self._heap if e is not head)
-            )
+            rest = heapq.nsmallest(policy.max_batch_size - 1, mates)
             chosen = [head, *rest]
             return chosen, len(chosen) == policy.max_batch_size
         home = _bucket(head.cost)
@@ -195,11 +206,7 @@ class BudgetBatcher(Generic[T]):
         # request further away waits for a batch of its own size (when it is
         # overdue, the next call makes it a head).
         others = sorted(
-            (
-                e
-                for e in self._heap
-                if e is not head and abs(_bucket(e.cost) - home) <= policy.bucket_spread
-            ),
+            (e for e in mates if abs(_bucket(e.cost) - home) <= policy.bucket_spread),
             key=lambda e: (abs(_bucket(e.cost) - home), e.sort_key),
         )
         chosen = [head]

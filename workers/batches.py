@@ -23,7 +23,7 @@ from .errors import BackendError
 from .output import Reply
 from .resilience import Resilient
 from .scheduler import Job
-from .tracing import WorkerObserver
+from .tracing import WorkerObserver, label_variant
 
 log = logging.getLogger("sluicegate.worker")
 
@@ -54,14 +54,20 @@ class BatchStage:
     async def run(self, batch: Batch[Job]) -> BatchDone:
         started = self._clock()
         jobs = batch.items
+        variant = jobs[0].variant  # one per batch: the scheduler never mixes them
+        answers = self.answers.ran(variant)
         span = self._obs.batch_started(
             [job.span for job in jobs], [(started - job.arrived) * 1000 for job in jobs]
         )
+        label_variant(span, variant)
         with self._obs.backend_call(span):
-            outcomes = await self._resilient.infer([job.admitted.inputs for job in jobs])
+            outcomes = await self._resilient.infer(
+                [job.admitted.inputs for job in jobs], variant=variant
+            )
         compute_ms = (self._clock() - started) * 1000
         replies = [
             self._reply(
+                answers,
                 job,
                 outcome,
                 Timings(
@@ -74,24 +80,30 @@ class BatchStage:
             for job, outcome in zip(jobs, outcomes, strict=True)
         ]
         errors = [o.code for o in outcomes if isinstance(o, BackendError)]
-        event = self._finished(batch, compute_ms, started, span, errors)
+        event = self._finished(answers, batch, compute_ms, started, span, errors)
         return BatchDone(replies, event, span)
 
-    def _reply(self, job: Job, outcome: Outputs | BackendError, timings: Timings) -> Reply:
-        request = job.admitted.request
+    def _reply(
+        self, answers: Answers, job: Job, outcome: Outputs | BackendError, timings: Timings
+    ) -> Reply:
+        request, cost = job.admitted.request, job.admitted.cost
         if isinstance(outcome, BackendError):
-            result = self.answers.failure(
-                request, Status.ERROR, outcome.code, str(outcome), timings
-            )
+            result = answers.failure(request, Status.ERROR, outcome.code, str(outcome), timings)
             dlq = None if outcome.retriable else dead_letter(job.record, outcome, "infer")
-            return Reply(job.record, result, dlq, request.reply_to, job.span, job.arrived)
-        ok = self.answers.result(request, Status.OK, outputs=outcome, timings=timings)
-        return Reply(job.record, ok, None, request.reply_to, job.span, job.arrived)
+            return Reply(job.record, result, dlq, request.reply_to, job.span, job.arrived, cost)
+        ok = answers.result(request, Status.OK, outputs=outcome, timings=timings)
+        return Reply(job.record, ok, None, request.reply_to, job.span, job.arrived, cost)
 
     def _finished(
-        self, batch: Batch[Job], compute_ms: float, started: float, span: Span, errors: list[str]
+        self,
+        answers: Answers,
+        batch: Batch[Job],
+        compute_ms: float,
+        started: float,
+        span: Span,
+        errors: list[str],
     ) -> TelemetryEvent:
-        event = self.answers.batch_event(
+        event = answers.batch_event(
             [job.admitted.cost for job in batch.items],
             padded_cost=batch.padded_cost,
             queue_ms=max(started - a for a in batch.arrivals) * 1000,

@@ -50,6 +50,7 @@ from .quarantine import Quarantine
 from .resilience import Resilient
 from .scheduler import EXPIRED_MESSAGE, Backpressure, Job, Scheduler, Ticket
 from .tracing import WorkerObserver
+from .variants import Refused, ServedVariants
 
 log = logging.getLogger("sluicegate.worker")
 
@@ -98,6 +99,7 @@ class Worker(Service):
             max_in_flight_cost=settings.max_in_flight_cost,
         )
         self._fatal: BaseException | None = None
+        self._served: ServedVariants  # what the backend serves; read when serving starts
         self._answers = Answers(model=settings.model, pool=settings.pool, worker=self._name)
         self._obs = WorkerObserver(
             model=settings.model,
@@ -148,8 +150,9 @@ class Worker(Service):
         self._on_ready = ready.set
         s = self._settings
         await self._prep.start()
-        version = await self._backend.model_version(s.model)
-        self._answers = replace(self._answers, model_version=version)
+        self._served = await self._backend.variants(s.model)
+        version = self._served.describe()
+        self._answers = replace(self._answers, model_version=self._served.default_version)
         self._publisher.answers = self._batches.answers = self._answers
         try:
             await self._delivery.start()  # raises KafkaConnectError naming the settings to fix
@@ -172,7 +175,7 @@ class Worker(Service):
             consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
             await consumer.start()
             log.info(
-                "worker %s serving %s (model version %s) from %s as group %s, %s",
+                "worker %s serving %s (versions %s) from %s as group %s, %s",
                 self._name,
                 s.model,
                 version,
@@ -278,12 +281,12 @@ class Worker(Service):
             if isinstance(outcome, WireError):
                 self._refuse_undecodable(rec, outcome)
                 continue
-            job = Job(
-                record=rec,
-                admitted=outcome,
-                arrived=now,
-                span=self._obs.request_started(rec, outcome),
-            )
+            placed = self._served.place(outcome.request, rec.headers)
+            span = self._obs.request_started(rec, outcome, placed)
+            job = Job(record=rec, admitted=outcome, arrived=now, span=span, variant=placed.variant)
+            if isinstance(placed, Refused):  # a version or precision this pool lacks
+                self._reply_failure(job, Status.ERROR, placed.code, str(placed), dlq=placed)
+                continue
             if self._cancels.cancelled(job.request_id):
                 self._reply_failure(job, Status.REJECTED, ErrorCode.CANCELLED, CANCELLED_MESSAGE)
                 continue
@@ -368,11 +371,14 @@ class Worker(Service):
         reply = Reply(rec, result, dead_letter(rec, exc, "admit", rid), None, span, None)
         self._spawn(self._publisher.publish([reply]))
 
-    def _reply_failure(self, job: Job, status: Status, code: str, message: str) -> None:
-        """Answer `job` without running it (cancelled, expired, over budget)."""
+    def _reply_failure(
+        self, job: Job, status: Status, code: str, message: str, dlq: Exception | None = None
+    ) -> None:
+        """Answer `job` without running it (cancelled, expired, over budget, unservable)."""
         request = job.admitted.request
         result = self._answers.failure(request, status, code, message)
-        reply = Reply(job.record, result, None, request.reply_to, job.span, job.arrived)
+        letter = None if dlq is None else dead_letter(job.record, dlq, "admit", job.request_id)
+        reply = Reply(job.record, result, letter, request.reply_to, job.span, job.arrived)
         self._spawn(self._publisher.publish([reply]))
 
     # -- tasks ------------------------------------------------------------

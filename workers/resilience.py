@@ -23,6 +23,7 @@ from .backends.base import InferenceBackend, ModelInputs, Outputs
 from .breaker import CircuitBreaker
 from .config import TritonSettings
 from .errors import BackendError
+from .variants import Variant
 
 log = logging.getLogger("sluicegate.worker.resilience")
 
@@ -38,17 +39,23 @@ class Resilient:
             failures=settings.breaker_failures, cooldown_s=settings.breaker_cooldown_s
         )
 
-    async def infer(self, inputs: list[ModelInputs]) -> list[Outputs | BackendError]:
-        """One outcome per input, in order: outputs, or the error that input alone gets."""
+    async def infer(
+        self, inputs: list[ModelInputs], *, variant: Variant | None = None
+    ) -> list[Outputs | BackendError]:
+        """One outcome per input, in order: outputs, or the error that input alone gets.
+
+        `variant`: the version and precision build to run (None: the backend's default).
+        """
         try:
-            return list(await self._retrying(inputs))
+            return list(await self._retrying(inputs, variant))
         except BackendError as exc:
             if exc.retriable or len(inputs) == 1:
                 return [exc] * len(inputs)
         mid = len(inputs) // 2
-        return await self.infer(inputs[:mid]) + await self.infer(inputs[mid:])
+        left = await self.infer(inputs[:mid], variant=variant)
+        return left + await self.infer(inputs[mid:], variant=variant)
 
-    async def _retrying(self, inputs: list[ModelInputs]) -> list[Outputs]:
+    async def _retrying(self, inputs: list[ModelInputs], variant: Variant | None) -> list[Outputs]:
         s, breaker = self._settings, self.breaker
         give_up = time.monotonic() + s.outage_s
         failed = 0
@@ -58,7 +65,12 @@ class Resilient:
                     raise_unavailable(s.outage_s)
                 await asyncio.sleep(breaker.retry_in())
             try:
-                outputs = await self._backend.infer(self._model, inputs)
+                if variant is None:
+                    outputs = await self._backend.infer(self._model, inputs)
+                else:
+                    outputs = await self._backend.infer(
+                        variant.triton_model, inputs, version=variant.version
+                    )
             except BackendError as exc:
                 if not exc.retriable:
                     breaker.release()

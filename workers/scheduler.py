@@ -25,6 +25,7 @@ from sluicegate.schemas.errors import ErrorCode
 
 from .admission import Admitted
 from .batcher import Batch, BatchPolicy, BudgetBatcher, Rejection
+from .variants import Variant
 
 __all__ = ["EXPIRED_MESSAGE", "Backpressure", "Job", "Plan", "Scheduler", "Ticket"]
 
@@ -43,6 +44,8 @@ class Job:
     admitted: Admitted
     arrived: float  # engine clock, seconds
     span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
+    # The version + precision build it runs (`workers.variants`); batches never mix them.
+    variant: Variant | None = None
 
     @property
     def tp(self) -> TopicPartition:
@@ -178,7 +181,11 @@ class Scheduler:
         if req.deadline_ms is not None:
             deadline = job.arrived + (req.deadline_ms - now_ms) / 1000
         return self._batcher.add(
-            job, cost=job.admitted.cost.units, priority=req.priority, deadline=deadline
+            job,
+            cost=job.admitted.cost.units,
+            priority=req.priority,
+            deadline=deadline,
+            group=job.variant,
         )
 
     # -- scheduling -----------------------------------------------------------

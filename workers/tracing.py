@@ -52,11 +52,30 @@ if TYPE_CHECKING:  # the Triton backend imports this module; admission imports t
     from sluicegate.runtime.records import Record
 
     from .admission import Admitted
+    from .variants import Refused, Resolved, Variant
 
 COST = "sg.cost"
 QUEUE_WAIT_MS = "sg.queue_wait_ms"
 PADDED_COST = "sg.batch.padded_cost"
 PADDING = "sg.batch.padding"
+# What ran: on batch spans (the variant) and request spans (the result's labels).
+MODEL_VERSION = "sg.model_version"
+PRECISION = "sg.precision"
+DEVICE_KIND = "sg.device_kind"
+POOL = "sg.pool"
+
+
+def label_variant(span: Span, variant: Variant | None) -> None:
+    """Say on `span` which version, precision and device a batch runs on."""
+    if variant is not None and span.is_recording():
+        span.set_attributes(
+            {
+                MODEL_VERSION: variant.version,
+                PRECISION: variant.precision,
+                DEVICE_KIND: variant.device_kind,
+                "sg.triton_model": variant.triton_model,
+            }
+        )
 
 
 class WorkerObserver:
@@ -80,8 +99,15 @@ class WorkerObserver:
             model=model, pool=pool, topic=topic, meter_provider=meter_provider
         )
 
-    def request_started(self, rec: Record, admitted: Admitted) -> Span:
-        """The request's span, started as its record is admitted; ended by `answered`."""
+    def request_started(
+        self, rec: Record, admitted: Admitted, placed: Resolved | Refused | None = None
+    ) -> Span:
+        """The request's span, started as its record is admitted; ended by `answered`.
+
+        Where the router's preferred precision has no variant for the version
+        (`placed.fell_back`), the span says so (`sg.precision.requested`); the
+        result and the span's `sg.precision` say what ran.
+        """
         cost = admitted.cost
         self.metrics.admitted(tokens=cost.tokens, pixels=cost.pixels)
         if not self._on:
@@ -93,7 +119,9 @@ class WorkerObserver:
             parent=parent,
             record=rec,
             request_id=admitted.request.request_id,
-            attributes={COST: cost.units},
+            attributes={COST: cost.units}
+            if placed is None or not placed.fell_back
+            else {COST: cost.units, "sg.precision.requested": placed.fell_back},
             end_on_exit=False,
         ) as span:
             return span
@@ -220,6 +248,15 @@ class WorkerObserver:
         )
         if span.is_recording():
             span.set_attribute("sg.status", result.status.value)
+            span.set_attributes(
+                {
+                    "sg.model": result.model,
+                    POOL: result.pool,
+                    MODEL_VERSION: result.model_version,
+                    PRECISION: result.precision,
+                    DEVICE_KIND: result.device_kind,
+                }
+            )
             if error is not None:
                 span.set_attribute(ERROR_TYPE, error)
             if result.status is ResultStatus.ERROR:

@@ -25,6 +25,7 @@ import triton_python_backend_utils as pb_utils
 
 from sluicegate.inference.manifest import verify_model
 from sluicegate.inference.pipelines.onnx import use_providers
+from sluicegate.inference.triton.params import version_parameters
 
 __all__ = [
     "RequestError",
@@ -37,6 +38,7 @@ __all__ = [
     "respond_each",
     "string_tensor",
     "texts_from",
+    "version_parameters",
 ]
 
 
@@ -69,12 +71,17 @@ def prepare_model(args: Mapping[str, str]) -> dict[str, str]:
     Refuses to load (raises) under numpy 2 or when an artifact differs from the
     repository manifest's sha256; selects the config's ONNX Runtime providers;
     returns the parameters with ``$version/`` resolved to the version folder.
+
+    Triton gives every version of a model the one config.pbtxt, so a
+    parameter ``v<N>.<key>`` overrides ``<key>`` for version N only (the
+    repository builder writes each version's weights and precision that way).
     """
     check_numpy()
     model_dir = Path(args["model_repository"])
     verify_model(model_dir.parent, args["model_name"])
-    params = model_parameters(args)
-    version_dir = f"{model_dir / str(args['model_version'])}/"
+    version = str(args["model_version"])
+    params = version_parameters(model_parameters(args), version)
+    version_dir = f"{model_dir / version}/"
     params = {k: v.replace("$version/", version_dir) for k, v in params.items()}
     if providers := params.get("execution_providers"):
         use_providers(providers.split(","))

@@ -29,7 +29,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sluicegate.inference import weights as shipped
@@ -37,6 +37,7 @@ from sluicegate.inference.manifest import MANIFEST_NAME, artifact_entries, verif
 from sluicegate.ops.stack.process import StackError
 
 from .targets import TARGETS, TargetSpec, variant_files
+from .versions import VersionPlan, minilm_files, ocr_plan, ocr_rec_int8, text_embed_plans
 
 __all__ = [
     "MANIFEST_NAME",
@@ -72,6 +73,7 @@ class _Model:
     backend: str = "python"
     # Files copied into the repository: (path relative to the model dir, source).
     copies: tuple[tuple[str, Path], ...] = ()
+    versions: tuple[str, ...] = ("1",)
 
 
 def _string(name: str) -> _Tensor:
@@ -128,6 +130,9 @@ def _models(weights: dict[str, Path], spec: TargetSpec) -> tuple[_Model, ...]:
         ("max_det_pixels", str(4096 * 4096)),  # guards against thin images' huge upscale
     )
     extra = (("execution_providers", ",".join(spec.providers)),) if spec.providers else ()
+    # What each model computes in (the worker reports it); cpu: the shipped files.
+    embed_precision = spec.variant or "int8"
+    ocr_precision = spec.variant or "fp32"
     models = [
         _Model(
             name="text-embed",
@@ -138,7 +143,7 @@ def _models(weights: dict[str, Path], spec: TargetSpec) -> tuple[_Model, ...]:
                 _Tensor("EMBEDDING", "TYPE_FP32", (384,)),
                 _Tensor("TOKENS", "TYPE_INT32", (1,)),
             ),
-            parameters=(*embed, threads, *extra),
+            parameters=(*embed, threads, *extra, ("precision", embed_precision)),
             copies=(embed_file,) if copy else (),
         ),
         _Model(
@@ -147,7 +152,7 @@ def _models(weights: dict[str, Path], spec: TargetSpec) -> tuple[_Model, ...]:
             max_batch_size=16,
             inputs=(_string("IMAGE"),),
             outputs=(_string("TEXT"), _Tensor("SCORE", "TYPE_FP32", (1,)), _string("LINES")),
-            parameters=(*ocr, threads, *extra),
+            parameters=(*ocr, threads, *extra, ("precision", ocr_precision)),
             copies=(det_file, rec_file) if copy else (),
         ),
         _Model(
@@ -156,7 +161,13 @@ def _models(weights: dict[str, Path], spec: TargetSpec) -> tuple[_Model, ...]:
             max_batch_size=16,
             inputs=(_string("IMAGE"), _string("TEXT")),
             outputs=(_string("OCR_TEXT"), _Tensor("SIMILARITY", "TYPE_FP32", (1,))),
-            parameters=(*ocr, *embed, threads, *extra),
+            parameters=(
+                *ocr,
+                *embed,
+                threads,
+                *extra,
+                ("precision", f"{embed_precision}+{ocr_precision}"),
+            ),
             copies=(det_file, rec_file, embed_file) if copy else (),
         ),
     ]
@@ -203,6 +214,10 @@ def _config_pbtxt(model: _Model, spec: TargetSpec) -> str:
             '  parameters { key: "max_workspace_size_bytes" value: "4294967296" }\n'
             "} ] } }\n"
         )
+    versions = ""
+    if len(model.versions) > 1 or model.versions != ("1",):
+        listed = ", ".join(model.versions)
+        versions = f"version_policy: {{ specific {{ versions: [ {listed} ] }} }}\n"
     # No dynamic_batching: the worker's budget batcher forms the batches, and
     # Triton merging requests would pad past what the worker charged.
     return (
@@ -210,6 +225,7 @@ def _config_pbtxt(model: _Model, spec: TargetSpec) -> str:
         f'name: "{model.name}"\n'
         f'backend: "{model.backend}"\n'
         f"max_batch_size: {model.max_batch_size}\n"
+        f"{versions}"
         f"input [\n{tensors(model.inputs)}\n]\n"
         f"output [\n{tensors(model.outputs)}\n]\n"
         f"instance_group [ {{ kind: {spec.kind} count: 1 }} ]\n"
@@ -233,19 +249,41 @@ class _Layout:
     external: dict[str, list[Path]]  # model -> weight files read in place
 
 
+def _with_versions(models: tuple[_Model, ...], plans: Sequence[VersionPlan]) -> list[_Model]:
+    """`models` with each plan's versions, parameters and files (a plan may add a model)."""
+    originals = {m.name: m for m in models}
+    by_name = dict(originals)
+    for plan in plans:
+        base = originals.get(plan.name) or originals[plan.name.rsplit("-", 1)[0]]
+        params = {**dict(base.parameters), **dict(plan.parameters)}
+        by_name[plan.name] = replace(
+            base,
+            name=plan.name,
+            versions=plan.versions,
+            parameters=tuple(params.items()),
+            copies=(*(base.copies if plan.name == base.name else ()), *plan.copies),
+        )
+    return list(by_name.values())
+
+
 def _render(
-    weights: dict[str, Path], specs: Sequence[TargetSpec], variants: Path | None
+    weights: dict[str, Path],
+    specs: Sequence[TargetSpec],
+    variants: Path | None,
+    plans: Sequence[VersionPlan] = (),
 ) -> _Layout:
     layout = _Layout({}, {}, {})
     for index, spec in enumerate(specs):
-        for model in _models(_target_weights(weights, spec, variants), spec):
+        models = _models(_target_weights(weights, spec, variants), spec)
+        for model in _with_versions(models, plans if spec.name == "cpu" else ()):
             config = _config_pbtxt(model, spec)
             if len(specs) > 1:
                 layout.texts[f"{model.name}/configs/{spec.name}.pbtxt"] = config
             if index == 0 or f"{model.name}/config.pbtxt" not in layout.texts:
                 layout.texts[f"{model.name}/config.pbtxt"] = config
             if model.backend == "python":
-                layout.texts[f"{model.name}/1/model.py"] = _model_py(model)
+                for version in model.versions:
+                    layout.texts[f"{model.name}/{version}/model.py"] = _model_py(model)
             for rel, src in model.copies:
                 layout.copies[f"{model.name}/{rel}"] = src
             refs = [Path(v) for _, v in model.parameters if v.startswith("/")]
@@ -281,6 +319,7 @@ def build_repository(
     *,
     targets: Sequence[str] = ("cpu",),
     variants: Path | None = None,
+    drill: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the model repository into `dest` unless it is already current; return `dest`.
@@ -288,9 +327,13 @@ def build_repository(
     `targets` (cpu, a100, mi200): the first one's configs are the defaults;
     with several, each model also gets ``configs/<target>.pbtxt`` for
     Triton's ``--model-config-name``. GPU targets read their variants from
-    `variants`. Idempotent: a second call with unchanged inputs (configs,
-    weight files) writes nothing. The manifest records the sha256 of every
-    artifact each model loads. `progress` receives one-line status messages.
+    `variants`. The cpu target serves several text-embed versions and an
+    fp16 variant (:mod:`.versions`), built into a ``model-variants``
+    folder beside `dest` when missing; `drill` adds the
+    deliberately broken v3 that the automatic-rollback test canaries.
+    Idempotent: a second call with unchanged inputs writes nothing. The
+    manifest records the sha256 of every artifact each model loads.
+    `progress` receives one-line status messages.
     Raises :class:`StackError` when a model package or a variant is missing.
     """
     say = progress or (lambda _msg: None)
@@ -299,7 +342,14 @@ def build_repository(
         raise StackError(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
     specs = [TARGETS[t] for t in dict.fromkeys(targets)]
     weights = weight_paths()
-    layout = _render(weights, specs, variants)
+    plans: tuple[VersionPlan, ...] = ()
+    if "cpu" in targets:
+        # Beside the repository, not in `variants` (the GPU targets' torch exports).
+        built = dest.absolute().parent / "model-variants"
+        fp32, fp16 = minilm_files(built, say)
+        plans = text_embed_plans(native="int8", fp32=fp32, fp16=fp16, drill=drill)
+        plans += (ocr_plan(ocr_rec_int8(built, say)),)
+    layout = _render(weights, specs, variants, plans)
     digest = _digest(layout)
     dest = dest.absolute()
     if _is_current(dest, digest, layout):

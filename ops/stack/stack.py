@@ -84,6 +84,9 @@ class StackSettings(BaseSettings):
     otlp_http_port: int = 4318
     # OTLP/gRPC endpoint the collector forwards to (e.g. a Jaeger), if any.
     otlp_forward: str | None = None
+    # Also serve text-embed v3, a deliberately broken version (fails on ~half
+    # of the inputs): the canary the automatic-rollback test routes to.
+    rollback_drill: bool = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -190,7 +193,7 @@ class LocalStack:
                 started.append(self.kafka.stop)
             if not self.triton.is_running():
                 self._say("building the model repository")
-                build_repository(self.repository, progress=self._say)
+                build_repository(self.repository, drill=s.rollback_drill, progress=self._say)
                 self._say(f"starting Triton on {s.triton_url} (gRPC)")
                 self.triton.start(timeout=timeout)
                 started.append(self.triton.stop)

@@ -50,6 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
         metrics_port=free_port(),
+        rollback_drill=True,  # text-embed v3, for tests/integration/test_versions.py
     )
     local = LocalStack(settings, progress=print)
     try:
@@ -123,7 +124,9 @@ def run_worker(stack: LocalStack, kafka: KafkaSettings, topics: TopicSettings) -
             group_id=f"{topics.work_prefix}.{model}.group",
             **(options or {}),
         )
-        backend = backend or TritonBackend(url=settings.triton.url)
+        # The admin key: the worker reads what Triton serves (restricted model-config API).
+        admin = stack.triton.admin_key()
+        backend = backend or TritonBackend(url=settings.triton.url, admin_key=admin)
         worker = Worker(settings=settings, backend=backend)
         try:
             async with asyncio.timeout(60):

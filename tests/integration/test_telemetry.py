@@ -208,5 +208,7 @@ async def test_shadow_traffic_is_diffed_and_never_reaches_the_client(
     assert sum(d.pairs for d in diffs) == len(requests)
     for diff in diffs:
         assert diff.model == "text-embed" and diff.status_agreement == 1.0
-        # Locally both versions run the same weights: the diff must say they agree.
-        assert diff.mean_similarity > 0.999 and diff.min_similarity > 0.999
+        assert (diff.primary_version, diff.shadow_version) == ("1", "2")
+        # Two different builds (v1 int8, v2 fp32 MiniLM): close, measurably not the same.
+        print(f"shadow v2 vs v1: mean similarity {diff.mean_similarity}")
+        assert 0.98 < diff.mean_similarity < 1.0 and diff.min_similarity < 1.0

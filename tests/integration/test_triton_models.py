@@ -106,6 +106,7 @@ async def test_text_embed(client: grpcaio.InferenceServerClient) -> None:
     result = await client.infer(
         "text-embed",
         [_bytes_input("TEXT", [t.encode() for t in texts])],
+        model_version="1",  # the shipped int8 build (the session repository also has v2, v3)
         outputs=[InferRequestedOutput("EMBEDDING"), InferRequestedOutput("TOKENS")],
     )
     emb = result.as_numpy("EMBEDDING")
@@ -128,7 +129,7 @@ async def test_text_embed(client: grpcaio.InferenceServerClient) -> None:
 async def test_ocr_batch_reads_rendered_text(client: grpcaio.InferenceServerClient) -> None:
     images = [render_page(lines, font_name=f, glyph_px=s, canvas=c) for lines, f, s, c in PAGES]
     blank = render_page([], font_name="DejaVuSans.ttf", glyph_px=24, canvas=(320, 240))
-    result = await client.infer("ocr", [_bytes_input("IMAGE", [*images, blank])])
+    result = await client.infer("ocr", [_bytes_input("IMAGE", [*images, blank])], model_version="1")
     texts = _strings(result.as_numpy("TEXT"))
     scores = result.as_numpy("SCORE")
     lines_json = _strings(result.as_numpy("LINES"))
@@ -160,9 +161,9 @@ async def test_undecodable_image_fails_only_its_request(
     garbage = b"\x89PNG\r\n\x1a\nthis is not an image"
 
     outcomes = await asyncio.gather(
-        client.infer("ocr", [_bytes_input("IMAGE", [good])]),
-        client.infer("ocr", [_bytes_input("IMAGE", [garbage])]),
-        client.infer("ocr", [_bytes_input("IMAGE", [good])]),
+        client.infer("ocr", [_bytes_input("IMAGE", [good])], model_version="1"),
+        client.infer("ocr", [_bytes_input("IMAGE", [garbage])], model_version="1"),
+        client.infer("ocr", [_bytes_input("IMAGE", [good])], model_version="1"),
         return_exceptions=True,
     )
     ok_first, failed, ok_last = outcomes
@@ -176,9 +177,9 @@ async def test_undecodable_image_fails_only_its_request(
     # Inside one request the batch fails as a whole (one response per request),
     # naming the bad item so the worker can bisect.
     with pytest.raises(InferenceServerException, match=r"invalid_image: IMAGE item 1 of 2"):
-        await client.infer("ocr", [_bytes_input("IMAGE", [good, garbage])])
+        await client.infer("ocr", [_bytes_input("IMAGE", [good, garbage])], model_version="1")
     # The model instance survived.
-    again = await client.infer("ocr", [_bytes_input("IMAGE", [good])])
+    again = await client.infer("ocr", [_bytes_input("IMAGE", [good])], model_version="1")
     assert normalise(_strings(again.as_numpy("TEXT"))[0]) == "Gate 7 opens"
 
 
@@ -213,4 +214,5 @@ def test_build_is_idempotent(tmp_path: Path) -> None:
     (repository / "ocr" / "1" / "model.py").unlink()
     build_repository(tmp_path / "repo")
     assert (repository / "ocr" / "1" / "model.py").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no staging leftovers
+    # No staging leftovers (model-variants: text-embed v2's built weights).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model-variants", "repo"]

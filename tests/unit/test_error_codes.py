@@ -18,6 +18,7 @@ WIRE_VALUES = {
     "control_malformed",
     "image_ref_refused",
     "not_authorized",
+    "version_unavailable", "precision_unavailable",
 }  # fmt: skip
 
 

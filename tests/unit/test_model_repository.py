@@ -45,18 +45,24 @@ def variants(tmp_path: Path) -> Path:
 def test_cpu_repository_is_what_the_local_stack_runs(cpu_repo: Path) -> None:
     manifest = json.loads((cpu_repo / MANIFEST_NAME).read_text())
     assert manifest["targets"] == ["cpu"]
-    assert sorted(manifest["artifacts"]) == ["doc-match", "ocr", "text-embed"]
+    models = ["doc-match", "ocr", "text-embed", "text-embed-fp16"]
+    assert sorted(manifest["artifacts"]) == models
     config = (cpu_repo / "text-embed" / "config.pbtxt").read_text()
     assert 'backend: "python"' in config and "KIND_CPU" in config
     assert "execution_providers" not in config  # the local stack's config, unchanged
-    assert not list(cpu_repo.rglob("*.onnx")), "cpu reads the weights in place"
+    # v1 reads the shipped weights in place; only the built v2 (fp32, fp16) is copied.
+    assert sorted(str(p.relative_to(cpu_repo)) for p in cpu_repo.rglob("*.onnx")) == [
+        "ocr/2/ocr-rec.onnx",
+        "text-embed-fp16/2/encoder.onnx",
+        "text-embed/2/encoder.onnx",
+    ]
     embed = manifest["artifacts"]["text-embed"]
     weights = weight_paths()
     assert embed[str(weights["embed_model"])]["sha256"] == sha256_file(weights["embed_model"])
     assert {"config.pbtxt", "1/model.py"} <= {
         k.split("/", 1)[1] for k in embed if "/" in k and not k.startswith("/")
     }
-    assert verify_repository(cpu_repo) == ["doc-match", "ocr", "text-embed"]
+    assert verify_repository(cpu_repo) == models
 
 
 def test_a_changed_artifact_is_refused_by_name(cpu_repo: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from sluicegate.workers.breaker import BreakerState, CircuitBreaker
 from sluicegate.workers.config import TritonSettings
 from sluicegate.workers.errors import BackendRejected, BackendUnavailable
 from sluicegate.workers.resilience import Resilient
+from sluicegate.workers.variants import ServedVariants, Variant
 
 
 class Clock:
@@ -62,7 +63,9 @@ class FakeBackend:
         self.poison = poison
         self.calls: list[int] = []
 
-    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
+    async def infer(
+        self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
+    ) -> list[Outputs]:
         self.calls.append(len(batch))
         if self.down_calls > 0:
             self.down_calls -= 1
@@ -73,6 +76,10 @@ class FakeBackend:
 
     async def model_version(self, model: str) -> str:
         return "1"
+
+    async def variants(self, model: str) -> ServedVariants:
+        one = Variant(version="1", precision="fp32", triton_model=model)
+        return ServedVariants(model=model, variants=[one], default_version="1")
 
     async def close(self) -> None:
         return None

@@ -21,6 +21,7 @@ from sluicegate.inference.io import BatchRunner, ModelInputs, Outputs
 from sluicegate.schemas.errors import ErrorCode
 
 from ..errors import BackendRejected
+from ..variants import ServedVariants, Variant
 
 
 class InProcessBackend:
@@ -40,7 +41,9 @@ class InProcessBackend:
             for name in self._runners
         }
 
-    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
+    async def infer(
+        self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
+    ) -> list[Outputs]:
         runner = self._runners.get(model)
         if runner is None:
             raise BackendRejected(
@@ -64,6 +67,14 @@ class InProcessBackend:
     async def model_version(self, model: str) -> str:
         return self._version
 
+    async def variants(self, model: str) -> ServedVariants:
+        """One variant: this process runs one build per model (its precision unrecorded)."""
+        return ServedVariants(
+            model=model,
+            variants=[Variant(version=self._version, precision="", triton_model=model)],
+            default_version=self._version,
+        )
+
     async def close(self) -> None:
         for pool in self._threads.values():
             pool.shutdown(wait=True, cancel_futures=True)
@@ -72,11 +83,17 @@ class InProcessBackend:
 class NullBackend:
     """Answers every input at once with empty outputs: the engine's own overhead, measured."""
 
-    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
+    async def infer(
+        self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
+    ) -> list[Outputs]:
         return [{} for _ in batch]
 
     async def model_version(self, model: str) -> str:
         return "null"
+
+    async def variants(self, model: str) -> ServedVariants:
+        variant = Variant(version="null", precision="", triton_model=model)
+        return ServedVariants(model=model, variants=[variant], default_version="null")
 
     async def close(self) -> None:
         return None

@@ -21,11 +21,14 @@ from opentelemetry.trace import TracerProvider
 from tritonclient.utils import InferenceServerException
 
 from sluicegate.runtime.tracing import get_tracer
+from sluicegate.schemas.catalog import CATALOG
 
 from ..errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from ..tracing import grpc_client_span
+from ..variants import ServedVariants
 from .base import ModelInputs, Outputs
 from .triton_shm import ShmPool
+from .triton_variants import read_variants
 
 Transport = Literal["grpc", "shm"]
 # gRPC metadata carrying the key of Triton's restricted admin APIs.
@@ -118,14 +121,20 @@ class TritonBackend:
         self._tracer = get_tracer(tracer_provider)
         self._timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url=url)
+        self._defaults: dict[str, str] = {}  # model -> its repository default version
         self._shm = (
             ShmPool(slots=shm_slots, register=self._register, unregister=self._unregister)
             if transport == "shm"
             else None
         )
 
-    async def infer(self, model: str, batch: Sequence[ModelInputs]) -> list[Outputs]:
-        io = _MODELS.get(model)
+    async def infer(
+        self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
+    ) -> list[Outputs]:
+        """Run `batch` on `model` (a precision variant's name maps like its model) at
+        `version` ("": the repository's `default_version`, not Triton's highest)."""
+        io = _MODELS.get(model) or _MODELS.get(model.rsplit("-", 1)[0])
+        version = version or await self._default_version(model)
         if io is None:
             raise BackendRejected(f"the Triton backend has no tensor mapping for model {model!r}")
         requested = [grpcclient.InferRequestedOutput(name) for name in io.outputs]
@@ -136,6 +145,7 @@ class TritonBackend:
                     response = await self._client.infer(
                         model,
                         inputs,
+                        model_version=version,
                         outputs=requested,
                         client_timeout=self._timeout_s,
                         headers=metadata or None,
@@ -195,6 +205,36 @@ class TritonBackend:
             raise map_error(exc, url=self._url) from exc
         versions = meta.get("versions") or ["1"]
         return str(versions[-1])
+
+    async def _default_version(self, model: str) -> str:
+        """The config's `default_version`; without the admin key (model-config is a
+        restricted API) the catalog's version; "" (Triton's choice) for other names."""
+        if model not in self._defaults:
+            try:
+                config = await self._client.get_model_config(
+                    model, as_json=True, headers=self._admin
+                )
+                params = config.get("config", {}).get("parameters") or {}
+                default = str(params.get("default_version", {}).get("string_value", ""))
+            except InferenceServerException:
+                default = CATALOG[model].version if model in CATALOG else ""
+            self._defaults[model] = default
+        return self._defaults[model]
+
+    async def variants(self, model: str) -> ServedVariants:
+        """Every version and precision variant of `model` this server has ready."""
+        try:
+            return await read_variants(self._client, model, headers=self._admin)
+        except InferenceServerException as exc:
+            if "restricted" in (exc.message() or ""):
+                raise BackendRejected(
+                    f"Triton at {self._url} restricts its model-config API: set "
+                    "SLUICEGATE_TRITON__ADMIN_KEY to its admin key so the worker can read "
+                    "which versions and precisions it serves"
+                ) from exc
+            raise map_error(exc, url=self._url) from exc
+        except LookupError as exc:
+            raise BackendUnavailable(f"Triton at {self._url}: {exc}") from exc
 
     async def wait_ready(self, model: str) -> bool:
         try:

@@ -26,6 +26,7 @@ from sluicegate.runtime.destinations import Destinations, permanent, unwritable
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.transactions import Outgoing
 from sluicegate.schemas.codec import encode
+from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, TelemetryEvent
 from sluicegate.schemas.settings import TopicSettings
@@ -48,6 +49,7 @@ class Reply:
     reply_to: str | None
     span: Span = INVALID_SPAN  # the request's span (workers/tracing.py)
     arrived: float | None = None  # engine clock, seconds
+    cost: Cost | None = None  # the request's real cost, for its telemetry event
 
 
 class Publisher:
@@ -135,7 +137,7 @@ class Publisher:
                 out.append(
                     Outgoing(
                         topic=self._topics.telemetry,
-                        value=encode(self.answers.request_event(reply.result)),
+                        value=encode(self.answers.request_event(reply.result, reply.cost)),
                         headers=self._obs.telemetry_headers(reply.span),
                         required=False,
                     )
