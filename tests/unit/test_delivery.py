@@ -131,3 +131,17 @@ async def test_only_assigned_partitions_are_committed_and_revoke_commits_then_fo
     await delivery.revoked(consumer, [P0])
     assert consumer.commits[-1] == {P0: 1}
     assert delivery.lag({P0: 5, P1: 5}) == {P1: 4}  # P0 forgotten
+
+
+async def test_a_commit_refused_by_a_rebalance_is_not_fatal() -> None:
+    """The group moved on: the next owner re-reads from the last commit (at-least-once)."""
+    from aiokafka.errors import CommitFailedError
+
+    from sluicegate.workers.output.delivery import _commit
+
+    class Refusing:
+        async def commit(self, offsets: object) -> None:
+            raise CommitFailedError("the group has already rebalanced")
+
+    tp = TopicPartition("sg.work.text-embed.cpu", 0)
+    assert await _commit(Refusing(), {tp: 5}) is False  # type: ignore[arg-type]

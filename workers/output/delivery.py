@@ -27,7 +27,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaConnectionError,
+    RebalanceInProgressError,
+)
 
 from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.runtime.records import Record
@@ -146,8 +151,7 @@ class AtLeastOnce:
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
         assigned = consumer.assignment()
         offsets = {tp: off for tp, off in self._offsets.committable().items() if tp in assigned}
-        if offsets:
-            await consumer.commit(offsets)
+        if offsets and await _commit(consumer, offsets):
             self._offsets.mark_committed(offsets)
 
     async def assigned(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
@@ -157,5 +161,21 @@ class AtLeastOnce:
         revoked = set(partitions)
         offsets = {tp: o for tp, o in self._offsets.committable().items() if tp in revoked}
         if offsets:
-            await consumer.commit(offsets)
+            await _commit(consumer, offsets)
         self._offsets.forget(partitions)
+
+
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+    """Commit `offsets`; False if the group moved on meanwhile.
+
+    A commit refused because the group rebalanced (a new generation, or one in
+    progress) is not a failure of this worker: the partitions' next owner reads
+    from the last committed offset, and at-least-once allows those records to
+    run again. Anything else still raises.
+    """
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, RebalanceInProgressError, IllegalGenerationError) as exc:
+        log.warning("commit of %d partition(s) refused by a rebalance: %r", len(offsets), exc)
+        return False
+    return True
