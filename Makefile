@@ -116,7 +116,10 @@ tools: $(TOOLS) $(S3SERVER) ## Build the Go tools (compose, Kubernetes validator
 .cache/bin/kcat: ops/tools/kcat.sh
 	@command -v apt-get >/dev/null || { echo "kcat is fetched with apt-get download (Debian/Ubuntu); elsewhere install kcat and link it to $@"; exit 1; }
 	rm -rf .cache/kcat .cache/debs && mkdir -p .cache/kcat .cache/debs .cache/bin
-	cd .cache/debs && apt-get download kcat librdkafka1 libyajl2 || { echo "apt-get download failed: run apt-get update first"; exit 1; }
+	@# A machine whose package lists were never fetched: fetch them when we may (root).
+	cd .cache/debs && { apt-get download kcat librdkafka1 libyajl2 \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download kcat librdkafka1 libyajl2; } \
+	  || { echo "apt-get download failed: run apt-get update (as root) first"; exit 1; }; }
 	for deb in .cache/debs/*.deb; do dpkg-deb -x $$deb .cache/kcat; done
 	install -m 755 ops/tools/kcat.sh $@
 	$@ -V >/dev/null

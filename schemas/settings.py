@@ -8,6 +8,8 @@ levels, e.g. `SLUICEGATE_TOPICS__REQUESTS=sg.requests`. How to reach Kafka
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, ConfigDict
 
 from . import topics
@@ -39,6 +41,13 @@ class TopicSettings(BaseModel):
         """Every default topic name under `prefix` instead of `sg` (tests, benchmarks)."""
         names = {k: v for k, v in cls().model_dump().items() if isinstance(v, str)}
         return cls(**{field: prefix + name.removeprefix("sg") for field, name in names.items()})
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the `SLUICEGATE_TOPICS__*` variables of a child process."""
+        return {
+            f"SLUICEGATE_TOPICS__{field.upper()}": v if isinstance(v, str) else json.dumps(v)
+            for field, v in self.model_dump(mode="json").items()
+        }
 
     def internal(self) -> tuple[str, ...]:
         """Prefixes (ending in `.`) and names of the topics only sluicegate itself writes."""

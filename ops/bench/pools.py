@@ -172,7 +172,7 @@ async def _worker(
         "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "SLUICEGATE_GROUP_ID": f"{topics.work(model, pool)}.group",
         "PYTHONUNBUFFERED": "1",
-        **{f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+        **topics.as_env(),
     }
     if standin is not None:
         env = standin.worker_env(model, env)

@@ -136,7 +136,7 @@ class ChaosStack:
         return self._start(self.routers, name, ["router"], env, wait=wait)
 
     def _env(self, topics: TopicSettings, mode: str) -> dict[str, str]:
-        names = {f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()}
+        names = topics.as_env()
         return {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": self.triton.grpc_url,

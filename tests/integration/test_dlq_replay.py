@@ -68,9 +68,7 @@ async def test_replay_sends_selected_letters_back_to_their_source_only(
     finally:
         await producer.stop()
     env = dict(os.environ, SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
-    for field, name in topics.model_dump().items():
-        if isinstance(name, str):
-            env[f"SLUICEGATE_TOPICS__{field.upper()}"] = name
+    env |= topics.as_env()
 
     async with TopicReader(kafka, topics.requests, topics.work("ocr", "cpu")) as reader:
         rc, out = await _sluicegate(

@@ -66,7 +66,7 @@ def start_standin_worker(
         "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": stack.settings.bootstrap_servers,
         "SLUICEGATE_GROUP_ID": group,
         "PYTHONUNBUFFERED": "1",
-        **{f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+        **topics.as_env(),
     }
     pool.ready_file(MODEL).unlink(missing_ok=True)
     proc = pool.worker(MODEL).start(

@@ -51,9 +51,7 @@ def _env(
             "SLUICEGATE_CHAOS_STALL_REQUEST": stall,
         }
     )
-    for field, name in topics.model_dump().items():
-        if isinstance(name, str):
-            env[f"SLUICEGATE_TOPICS__{field.upper()}"] = name
+    env |= topics.as_env()
     return env
 
 

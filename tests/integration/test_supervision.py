@@ -112,7 +112,7 @@ async def test_a_worker_started_before_triton_serves_once_triton_is_up(
         "SLUICEGATE_TRITON__URL": f"127.0.0.1:{grpc}",
         "SLUICEGATE_TRITON__TRANSPORT": "grpc",
         "SLUICEGATE_GROUP_ID": f"{topics.work_prefix}.late-triton",
-        **{f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+        **topics.as_env(),
     }
     argv = [sys.executable, "-m", "sluicegate", "worker", "--model", MODEL]
     log = (tmp_path / "worker.log").open("wb")

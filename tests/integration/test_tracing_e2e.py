@@ -188,7 +188,7 @@ def _router(
     env.update(
         {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            **{f"SLUICEGATE_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()},
+            **topics.as_env(),
             "SLUICEGATE_ROUTER_GROUP_ID": f"{topics.requests}.router",
         }
     )

@@ -22,3 +22,19 @@ def test_internal_topics_are_the_namespace_work_topics_and_the_named_ones() -> N
     mine = TopicSettings.prefixed("t123")
     assert mine.internal()[:2] == ("t123.", "t123.work.")
     assert {mine.requests, mine.control, mine.dlq, mine.attempts} <= set(mine.internal())
+
+
+def test_as_env_round_trips_through_a_child_process_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Child(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="SLUICEGATE_", env_nested_delimiter="__")
+        topics: TopicSettings = TopicSettings()
+
+    sent = TopicSettings.prefixed("t1").model_copy(update={"reply_to_prefixes": ("tenant-a.",)})
+    for name, value in sent.as_env().items():
+        assert isinstance(value, str)
+        monkeypatch.setenv(name, value)
+    assert Child().topics == sent
