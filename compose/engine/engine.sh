@@ -93,6 +93,13 @@ cmd_stop() {
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# docker build, its output in .cache/build/<log>.log (the tail is shown when it fails).
+build() {
+  local log=$CACHE/build/$1.log; shift
+  mkdir -p "$CACHE/build"
+  docker build --network host "$@" >"$log" 2>&1 || { tail -n 40 "$log" >&2; die "docker build $* failed (log: $log)"; }
+}
+
 cmd_images() {
   # 1. Debian bookworm from debootstrap, with python3.11 and this machine's CA
   #    bundle and apt sources: stands in for debian:bookworm-slim and python:3.11-slim.
@@ -126,13 +133,14 @@ cmd_images() {
     fi
     rm -rf "$ctx" && mkdir -p "$ctx" && cp -r "$libs" "$ctx/libs" && cp -r "$ROOT/compose/engine/kafka/." "$ctx/"
     say "building apache/kafka:$KAFKA_VERSION (stand-in)"
-    docker build -q --network host -t "apache/kafka:$KAFKA_VERSION" -f "$ctx/kafka.Dockerfile" "$ctx" >/dev/null
+    build kafka-image -t "apache/kafka:$KAFKA_VERSION" -f "$ctx/kafka.Dockerfile" "$ctx"
     rm -rf "$ctx"
   fi
   # 3. The project's own image, built once (with the host network: no NAT here);
   #    `compose up --build` then finds every layer cached.
   say "building sluicegate:local (Dockerfile)"
-  docker build -q --network host -t sluicegate:local "$ROOT" >/dev/null
+  build sluicegate-image -t sluicegate:local "$ROOT"
+  docker image prune -f >/dev/null  # the previous sluicegate:local, now untagged
 }
 
 case ${1:-} in

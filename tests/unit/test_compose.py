@@ -257,3 +257,21 @@ def test_published_ports_move_only_the_host_side(tmp_path: Path) -> None:
     assert kafka["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
     assert kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].endswith("localhost:9093")
     assert any(v["target"] == "/var/lib/kafka/data" for v in kafka["volumes"])
+
+
+def test_topics_yaml_holds_every_topic_the_processes_read() -> None:
+    """topics-init applies topics.yaml and nothing else creates topics in compose: the
+    router died on a missing sg.telemetry.rollup in the first real run."""
+    import yaml
+
+    from sluicegate.schemas.settings import TopicSettings
+    from sluicegate.schemas.topics import POOLS
+    from sluicegate.streams.topology import compacted_topics, default_topics, streams_topics
+
+    spec = yaml.safe_load((REPO / "topics.yaml").read_text())
+    declared = {t["name"]: t for t in spec["topics"]}
+    topics = TopicSettings()
+    needed = default_topics(topics, POOLS) + streams_topics(topics)
+    assert set(needed) <= set(declared), sorted(set(needed) - set(declared))
+    for name in compacted_topics(topics):
+        assert declared[name].get("cleanup_policy") == "compact", name
