@@ -7,6 +7,7 @@
 #            pid file (.state/docker); no iptables, no docker0 bridge
 #   images   stand-ins for the images whose registry is unreachable here
 #            (see compose/engine/README.md), tagged with the names the files use
+#   observability  the same for observability.yaml's collector and Jaeger
 #   stop     stop that dockerd by its pid
 #   env      print the variables that point `docker` at it (eval "$(... env)")
 # Everything is idempotent; nothing outside the repository is touched except
@@ -140,7 +141,39 @@ cmd_images() {
   #    `compose up --build` then finds every layer cached.
   say "building sluicegate:local (Dockerfile)"
   build sluicegate-image -t sluicegate:local "$ROOT"
-  docker image prune -f >/dev/null  # the previous sluicegate:local, now untagged
+}
+
+# observability.yaml's collector and Jaeger v2 (Prometheus and Grafana need a
+# JavaScript build for their UIs: not built here, see README.md).
+JAEGER_VERSION=$(sed -n 's/^JAEGER_VERSION=//p' "$ROOT/compose/.env.example")
+JAEGER_MODULE_VERSION=${SLUICEGATE_JAEGER_MODULE_VERSION:-v1.64.0}  # = Jaeger v2.1.0
+OTELCOL_VERSION=$(sed -n 's/^OTEL_COLLECTOR_VERSION=//p' "$ROOT/compose/.env.example")
+
+cmd_observability() {
+  local ctx=$CACHE/build/obs-context
+  if ! have_image "otel/opentelemetry-collector-contrib:$OTELCOL_VERSION"; then
+    local otelcol
+    otelcol=$("$ROOT/.venv/bin/sluicegate" generate collector --cache-dir "$CACHE" | tail -n1)
+    [[ -x $otelcol ]] || die "no collector binary from 'sluicegate generate collector' ($otelcol)"
+    rm -rf "$ctx" && mkdir -p "$ctx" && cp "$otelcol" "$ctx/otelcol-contrib"
+    build otelcol-image -t "otel/opentelemetry-collector-contrib:$OTELCOL_VERSION" \
+      -f "$ROOT/compose/engine/otelcol.Dockerfile" "$ctx"
+  fi
+  if ! have_image "jaegertracing/jaeger:$JAEGER_VERSION"; then
+    local bin=$CACHE/bin/jaeger-$JAEGER_VERSION
+    if [[ ! -x $bin ]]; then
+      say "building Jaeger $JAEGER_VERSION from the Go module proxy (10+ min once)"
+      local dir src=$CACHE/build/jaeger-src
+      dir=$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+      rm -rf "$src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
+      (cd "$src" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$bin.partial" ./cmd/jaeger)
+      mv "$bin.partial" "$bin" && rm -rf "$src"
+    fi
+    rm -rf "$ctx" && mkdir -p "$ctx" && cp "$bin" "$ctx/jaeger"
+    build jaeger-image -t "jaegertracing/jaeger:$JAEGER_VERSION" -f "$ROOT/compose/engine/jaeger.Dockerfile" "$ctx"
+  fi
+  rm -rf "$ctx"
 }
 
 case ${1:-} in
@@ -148,6 +181,7 @@ case ${1:-} in
   start) cmd_start ;;
   stop) cmd_stop ;;
   images) cmd_images ;;
+  observability) cmd_observability ;;
   env) cmd_env ;;
-  *) die "usage: $0 install|start|images|stop|env" ;;
+  *) die "usage: $0 install|start|images|observability|stop|env" ;;
 esac

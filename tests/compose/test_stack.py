@@ -21,9 +21,10 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,8 @@ from sluicegate.ops.samples import render_text_image
 from sluicegate.ops.stack.process import free_port
 from sluicegate.schemas.codec import decode_result
 
-pytestmark = pytest.mark.compose
+# Cold, the engine fixture alone builds compose v2 and every image (20+ min on 2 loaded cores).
+pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "compose" / "engine" / "engine.sh"
@@ -96,9 +98,11 @@ def engine() -> Iterator[dict[str, str]]:
 class Stack:
     env: dict[str, str]
     bootstrap: str  # Kafka as the host sees it (the moved port)
+    # Overlays added on the way (observability): `down -v` must name them too.
+    overlays: list[str] = field(default_factory=list)
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        argv = ["docker", "compose", "--env-file", "compose/.env", *STACK, *args]
+        argv = ["docker", "compose", "--env-file", "compose/.env", *STACK, *self.overlays, *args]
         return _run(argv, self.env, timeout=timeout, check=check).stdout
 
     def host_env(self) -> dict[str, str]:
@@ -301,6 +305,45 @@ async def test_restarting_kafka_loses_no_topic_and_no_committed_offset(
     # The stack is still whole: router and workers reconnected on their own.
     result = await asyncio.to_thread(_submit, stack, tmp_path, "text-embed")
     assert result["status"] == "ok", result
+
+
+def _jaeger_trace(port: int, rid: str) -> dict[str, object] | None:
+    """The trace in Jaeger's query API that carries request `rid`, if it arrived yet."""
+    url = f"http://127.0.0.1:{port}/api/traces?service=sg-client&limit=100&lookback=1h"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            traces = json.load(reply)["data"] or []
+    except OSError:
+        return None
+    for found in traces:
+        if rid in json.dumps(found):
+            return dict(found)
+    return None
+
+
+def test_a_trace_reaches_jaeger(stack: Stack, tmp_path: Path) -> None:
+    """observability.yaml's collector and Jaeger (stand-ins built here; Prometheus and
+    Grafana are not: see compose/engine/README.md): client -> collector -> Jaeger."""
+    _run(["bash", ENGINE, "observability"], stack.env, timeout=1800)
+    stack.overlays.extend(["-f", "compose/observability.yaml"])
+    services = ("otel-collector", "jaeger", "worker-text-embed")
+    stack.compose("up", "-d", "--wait", *services, timeout=900)
+    ports = dict(ln.split("=", 1) for ln in ENV.read_text().splitlines() if "=" in ln)
+    rid = f"compose-trace-{uuid.uuid4().hex[:8]}"
+    env = {
+        **stack.host_env(),
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['PUBLISH_OTLP_GRPC_PORT']}",
+    }
+    argv = [SLUICEGATE, "submit", "--model", "text-embed", "--text", "traced", "--wait"]
+    _run([*argv, "--json", "--request-id", rid, "--timeout", "300"], env, timeout=420)
+    deadline, found = time.monotonic() + 180, None
+    while found is None or len(found["processes"]) < 2:  # type: ignore[arg-type]
+        assert time.monotonic() < deadline, f"no trace of {rid} with the worker's spans: {found}"
+        time.sleep(3)
+        found = _jaeger_trace(int(ports["PUBLISH_JAEGER_PORT"]), rid)
+    names = {p["serviceName"] for p in found["processes"].values()}  # type: ignore[attr-defined]
+    assert {"sg-client", "sluicegate"} <= names, names
 
 
 def test_down_v_leaves_nothing_behind(stack: Stack) -> None:
