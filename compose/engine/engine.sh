@@ -125,7 +125,11 @@ cmd_images() {
     rm -rf "$rootfs"
   fi
   # 2. apache/kafka: the Maven jars in the official image's layout and entrypoint.
-  if ! have_image "apache/kafka:$KAFKA_VERSION"; then
+  # Rebuilt when its files change (their hash is a label on the image).
+  local kafka_hash
+  kafka_hash=$(cd "$ROOT/compose/engine/kafka" && find . -type f | sort | xargs sha256sum | sha256sum | cut -c1-16)
+  if [[ $(docker image inspect -f '{{index .Config.Labels "sluicegate.standin"}}' \
+        "apache/kafka:$KAFKA_VERSION" 2>/dev/null) != "$kafka_hash" ]]; then
     local libs=$CACHE/kafka-$KAFKA_VERSION/libs ctx=$CACHE/build/kafka-context
     if [[ ! -f $libs/kafka_2.13-$KAFKA_VERSION.jar ]]; then
       say "fetching the Kafka $KAFKA_VERSION jars with Maven"
@@ -134,7 +138,8 @@ cmd_images() {
     fi
     rm -rf "$ctx" && mkdir -p "$ctx" && cp -r "$libs" "$ctx/libs" && cp -r "$ROOT/compose/engine/kafka/." "$ctx/"
     say "building apache/kafka:$KAFKA_VERSION (stand-in)"
-    build kafka-image -t "apache/kafka:$KAFKA_VERSION" -f "$ctx/kafka.Dockerfile" "$ctx"
+    build kafka-image -t "apache/kafka:$KAFKA_VERSION" --label "sluicegate.standin=$kafka_hash" \
+      -f "$ctx/kafka.Dockerfile" "$ctx"
     rm -rf "$ctx"
   fi
   # 3. The project's own image, built once (with the host network: no NAT here);
