@@ -93,6 +93,10 @@ cmd_stop() {
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+# True when IMAGE lacks the stand-in label HASH (missing, or built from other files).
+stale() {
+  [[ $(docker image inspect -f '{{index .Config.Labels "sluicegate.standin"}}' "$1" 2>/dev/null) != "$2" ]]
+}
 
 # docker build, its output in .cache/build/<log>.log (the tail is shown when it fails).
 build() {
@@ -128,8 +132,7 @@ cmd_images() {
   # Rebuilt when its files change (their hash is a label on the image).
   local kafka_hash
   kafka_hash=$(cd "$ROOT/compose/engine/kafka" && find . -type f | sort | xargs sha256sum | sha256sum | cut -c1-16)
-  if [[ $(docker image inspect -f '{{index .Config.Labels "sluicegate.standin"}}' \
-        "apache/kafka:$KAFKA_VERSION" 2>/dev/null) != "$kafka_hash" ]]; then
+  if stale "apache/kafka:$KAFKA_VERSION" "$kafka_hash"; then
     local libs=$CACHE/kafka-$KAFKA_VERSION/libs ctx=$CACHE/build/kafka-context
     if [[ ! -f $libs/kafka_2.13-$KAFKA_VERSION.jar ]]; then
       say "fetching the Kafka $KAFKA_VERSION jars with Maven"
@@ -164,7 +167,9 @@ cmd_observability() {
     build otelcol-image -t "otel/opentelemetry-collector-contrib:$OTELCOL_VERSION" \
       -f "$ROOT/compose/engine/otelcol.Dockerfile" "$ctx"
   fi
-  if ! have_image "jaegertracing/jaeger:$JAEGER_VERSION"; then
+  local jaeger_hash
+  jaeger_hash=$(sha256sum "$ROOT/compose/engine/jaeger.Dockerfile" | cut -c1-16)
+  if stale "jaegertracing/jaeger:$JAEGER_VERSION" "$jaeger_hash"; then
     local bin=$CACHE/bin/jaeger-$JAEGER_VERSION
     if [[ ! -x $bin ]]; then
       say "building Jaeger $JAEGER_VERSION from the Go module proxy (10+ min once)"
@@ -176,7 +181,10 @@ cmd_observability() {
       mv "$bin.partial" "$bin" && rm -rf "$src"
     fi
     rm -rf "$ctx" && mkdir -p "$ctx" && cp "$bin" "$ctx/jaeger"
-    build jaeger-image -t "jaegertracing/jaeger:$JAEGER_VERSION" -f "$ROOT/compose/engine/jaeger.Dockerfile" "$ctx"
+    # Its built-in all-in-one config reads ./cmd/jaeger/sampling-strategies.json.
+    cp "$(go mod download -json "github.com/jaegertracing/jaeger@$JAEGER_MODULE_VERSION" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/cmd/jaeger/sampling-strategies.json" "$ctx/"
+    build jaeger-image -t "jaegertracing/jaeger:$JAEGER_VERSION" --label "sluicegate.standin=$jaeger_hash" -f "$ROOT/compose/engine/jaeger.Dockerfile" "$ctx"
   fi
   rm -rf "$ctx"
 }

@@ -4,6 +4,8 @@
 # No --config: the built-in all-in-one (OTLP on 4317/4318, memory store, query on 16686).
 FROM debian:bookworm-slim
 COPY jaeger /cmd/jaeger/jaeger-linux
+COPY sampling-strategies.json /cmd/jaeger/sampling-strategies.json
+WORKDIR /
 USER 10001
 EXPOSE 4317 4318 16686
 ENTRYPOINT ["/cmd/jaeger/jaeger-linux"]
