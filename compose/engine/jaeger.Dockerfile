@@ -6,6 +6,8 @@ FROM debian:bookworm-slim
 COPY jaeger /cmd/jaeger/jaeger-linux
 COPY sampling-strategies.json /cmd/jaeger/sampling-strategies.json
 WORKDIR /
+# As in the official image: its built-in config listens on ${JAEGER_LISTEN_HOST}, else localhost only.
+ENV JAEGER_LISTEN_HOST=0.0.0.0
 USER 10001
 EXPOSE 4317 4318 16686
 ENTRYPOINT ["/cmd/jaeger/jaeger-linux"]

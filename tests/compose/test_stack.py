@@ -300,7 +300,7 @@ async def test_restarting_kafka_loses_no_topic_and_no_committed_offset(
 
     assert await _topics(stack.bootstrap) >= topics
     after = await _committed(stack.bootstrap)
-    lost = {k: (v, after.get(k)) for k, v in offsets.items() if (after.get(k) or -1) < v}
+    lost = {k: (v, after.get(k)) for k, v in offsets.items() if after.get(k, -1) < v}
     assert not lost, f"committed offsets lost or moved back: {lost}"
     # The stack is still whole: router and workers reconnected on their own.
     result = await asyncio.to_thread(_submit, stack, tmp_path, "text-embed")
