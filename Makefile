@@ -39,7 +39,7 @@ endif
 compose-test: $(STAMP) ## Bring the compose stacks up in a real Docker engine and get results through them
 	$(BIN)/python -m pytest -m compose tests/compose
 
-compose-engine: ## Start the private Docker engine by hand; then eval "$$(bash compose/engine/engine.sh env)"
+compose-engine: ## Start the private Docker engine by hand (then: eval the output of compose/engine/engine.sh env)
 	bash compose/engine/engine.sh install
 	bash compose/engine/engine.sh start
 	bash compose/engine/engine.sh images
