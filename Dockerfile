@@ -12,6 +12,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sluicegate ./sluicegate
 COPY schemas ./schemas
+COPY runtime ./runtime
+COPY inference ./inference
 COPY streams ./streams
 COPY workers ./workers
 COPY ops ./ops

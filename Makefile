@@ -32,8 +32,25 @@ venv: $(STAMP) ## Create .venv with everything installed (idempotent)
 demo: $(STAMP) ## Run the demo on the embedded local stack (Kafka + Triton + workers)
 	$(BIN)/sluicegate demo
 
-test: $(STAMP) $(TOOLS) $(DOC_CLIENTS) $(S3SERVER) ## Run unit and integration tests (starts a real Kafka and Triton)
-	$(BIN)/python -m pytest -m "not chaos and not fuzz_long"
+test: $(STAMP) $(TOOLS) $(DOC_CLIENTS) $(S3SERVER) ## Run unit and integration tests (starts a real Kafka and Triton); SLUICEGATE_COMPOSE_TEST=1 adds compose-test
+	$(BIN)/python -m pytest -m "not chaos and not fuzz_long and not compose"
+ifeq ($(SLUICEGATE_COMPOSE_TEST),1)
+	$(MAKE) compose-test
+endif
+
+# The compose stacks for real, in a private Docker engine (compose/engine/engine.sh:
+# Debian packages, compose v2 built from the Go module proxy into .cache/bin,
+# dockerd with its data under .cache/docker, stand-in images). Needs root.
+compose-test: $(STAMP) ## Bring the compose stacks up in a real Docker engine and get results through them
+	$(BIN)/python -m pytest -m compose tests/compose
+
+compose-engine: ## Start the private Docker engine by hand (then: eval the output of compose/engine/engine.sh env)
+	bash compose/engine/engine.sh install
+	bash compose/engine/engine.sh start
+	bash compose/engine/engine.sh images
+
+compose-engine-stop: ## Stop the private Docker engine (by its pid)
+	bash compose/engine/engine.sh stop
 
 chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (long)
 	$(BIN)/python -m pytest -m chaos tests/chaos
@@ -72,6 +89,7 @@ distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
 .PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing \
+	compose-test compose-engine compose-engine-stop \
 	tools export-venv models-variants models-eval chaos fuzz doc-clients
 
 EXPORT_VENV := .cache/export-venv

@@ -188,8 +188,11 @@ def test_env_example_covers_every_interpolated_variable() -> None:
     for f in COMPOSE.glob("*.yaml"):
         used |= set(re.findall(r"\$\{([A-Z0-9_]+)", f.read_text()))
     assert used <= declared, f"not in .env.example: {sorted(used - declared)}"
+    # PUBLISH_*_PORT: host ports, read by compose only (never by a process inside).
     assert all(
-        v.startswith(("SLUICEGATE_", "OTEL_")) or v.endswith(("_VERSION", "_ID", "_PASSWORD"))
+        v.startswith(("SLUICEGATE_", "OTEL_"))
+        or v.endswith(("_VERSION", "_ID", "_PASSWORD"))
+        or re.fullmatch(r"PUBLISH_\w+_PORT", v)
         for v in declared
     )
 
@@ -215,3 +218,62 @@ def test_dockerfile_is_multi_stage_and_non_root() -> None:
     # The context is the repository root: the multi-GB caches must stay out of it.
     ignored = (REPO / ".dockerignore").read_text().splitlines()
     assert {".venv", ".cache", ".state"} <= set(ignored)
+
+
+def test_the_image_copies_every_package_folder() -> None:
+    """`pip install .` in the Dockerfile needs every folder pyproject's package-dir maps
+    (the first real `docker build` failed on the missing runtime/ and inference/)."""
+    import tomllib
+
+    dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    missing = [d for d in dirs.values() if f"COPY {d} ./{d}\n" not in dockerfile]
+    assert not missing, f"Dockerfile does not COPY {missing}"
+
+
+def test_published_ports_move_only_the_host_side(tmp_path: Path) -> None:
+    """compose/.env is every service's env_file too: a SLUICEGATE_* port there would
+    move the process inside its container (Triton went unhealthy on :8000)."""
+    example = (COMPOSE / ".env.example").read_text()
+    assert not re.search(r"^SLUICEGATE_\w*_PORT=", example, re.M)
+    moved = re.sub(
+        r"^(PUBLISH_\w+_PORT)=(\d+)$", lambda m: f"{m[1]}={int(m[2]) + 1}", example, flags=re.M
+    )
+    env = tmp_path / ".env"
+    env.write_text(moved)
+    args = [str(_checker()), "-project-directory", str(COMPOSE), "-env-file", str(env)]
+    for f in COMBINATIONS["base+observability"]:
+        args += ["-f", str(COMPOSE / f)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    ports = [p for svc in services.values() for p in svc.get("ports", [])]
+    assert len(ports) >= 9
+    for port in ports:
+        assert int(port["published"]) == int(port["target"]) + 1, port
+    triton = services["triton"]
+    assert triton["environment"]["SLUICEGATE_TRITON_HTTP_PORT"] == "8000"
+    kafka = services["kafka"]
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    assert kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].endswith("localhost:9093")
+    assert any(v["target"] == "/var/lib/kafka/data" for v in kafka["volumes"])
+
+
+@pytest.mark.parametrize("path", ["topics.yaml", "ops/k8s/topics.yaml"])
+def test_topics_yaml_holds_every_topic_the_processes_read(path: str) -> None:
+    """topics-init applies topics.yaml and nothing else creates topics in compose (nor
+    in Kubernetes): the router died on a missing sg.telemetry.rollup in the first
+    real run."""
+    import yaml
+
+    from sluicegate.schemas.settings import TopicSettings
+    from sluicegate.schemas.topics import POOLS
+    from sluicegate.streams.topology import compacted_topics, default_topics, streams_topics
+
+    spec = yaml.safe_load((REPO / path).read_text())
+    declared = {t["name"]: t for t in spec["topics"]}
+    topics = TopicSettings()
+    needed = default_topics(topics, POOLS) + streams_topics(topics)
+    assert set(needed) <= set(declared), sorted(set(needed) - set(declared))
+    for name in compacted_topics(topics):
+        assert declared[name].get("cleanup_policy") == "compact", name
