@@ -140,6 +140,9 @@ class ChaosStack:
         return {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": self.triton.grpc_url,
+            # The worker reads which versions and precisions Triton serves (model-config,
+            # an admin API on the local Triton).
+            "SLUICEGATE_TRITON__ADMIN_KEY": self.triton.admin_key(),
             "SLUICEGATE_TRITON__TIMEOUT_S": "60",
             **names,
             "SLUICEGATE_DELIVERY": mode,

@@ -341,9 +341,20 @@ def _streams() -> list[dict[str, Any]]:
         container: dict[str, Any] = {
             "name": name,
             "image": IMAGE,
-            "args": [name],
+            "args": [
+                name,
+                *("--ready-file", f"{PROBE_DIR}/ready"),
+                *("--heartbeat-file", f"{PROBE_DIR}/alive"),
+            ],
             "env": env,
             "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+            # The same probes as the workers': ready once it joined its group (the
+            # router after restoring sg.router.state), alive while its loop beats.
+            "readinessProbe": _exec_probe(
+                f"test -f {PROBE_DIR}/ready && {_fresh(HEARTBEAT_STALE_S)}", period_s=5, failures=3
+            ),
+            "livenessProbe": _exec_probe(_fresh(HEARTBEAT_STALE_S * 2), period_s=10, failures=3),
+            "volumeMounts": [{"name": "probes", "mountPath": PROBE_DIR}],
         }
         if name == "telemetry":
             container["ports"] = [{"name": "metrics", "containerPort": 9464}]
@@ -361,6 +372,7 @@ def _streams() -> list[dict[str, Any]]:
                             "terminationGracePeriodSeconds": 45,
                             "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
                             "containers": [container],
+                            "volumes": [{"name": "probes", "emptyDir": {"medium": "Memory"}}],
                         },
                     },
                 },

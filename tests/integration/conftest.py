@@ -82,6 +82,7 @@ def stack_env(stack: LocalStack) -> dict[str, str]:
             "SLUICEGATE_TRITON_METRICS_PORT": str(s.triton_metrics_port),
             "SLUICEGATE_METRICS_PORT": str(s.metrics_port),
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "SLUICEGATE_TRITON__ADMIN_KEY": stack.triton.admin_key(),
         }
     )
     return env

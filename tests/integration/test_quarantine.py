@@ -45,6 +45,7 @@ def _env(
         {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": stack.settings.triton_url,
+            "SLUICEGATE_TRITON__ADMIN_KEY": stack.triton.admin_key(),
             "SLUICEGATE_GROUP_ID": f"{topics.work_prefix}.quarantine.group",
             "SLUICEGATE_QUARANTINE_AFTER": str(QUARANTINE_AFTER),
             "SLUICEGATE_BATCH__MAX_QUEUE_DELAY_MICROSECONDS": "1000",

@@ -102,12 +102,12 @@ async def test_each_service_principal_serves_with_only_its_acls(
     settings = WorkerSettings(
         model="text-embed",
         kafka=kafka,
-        triton=TritonSettings(url=stack.settings.triton_url),
+        triton=TritonSettings(url=stack.settings.triton_url, admin_key=stack.triton.admin_key()),
         delivery="exactly_once",  # transactions: the transactional-id ACL is exercised
     )
     router = Router(settings=RouterSettings(kafka=secure_kafka.settings(ROUTER, PASSWORD)))
     rollups = TelemetrySettings(kafka=secure_kafka.settings(ROLLUPS, PASSWORD), metrics_port=0)
-    backend = TritonBackend(url=settings.triton.url)
+    backend = TritonBackend(url=settings.triton.url, admin_key=stack.triton.admin_key())
     try:
         async with (
             asyncio.timeout(180),

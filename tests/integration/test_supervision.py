@@ -108,17 +108,6 @@ async def test_a_worker_started_before_triton_serves_once_triton_is_up(
     grpc = free_port()
     ready = tmp_path / "worker.ready"
     waiting = ready.with_suffix(".waiting")
-    env = stack_env | {
-        "SLUICEGATE_TRITON__URL": f"127.0.0.1:{grpc}",
-        "SLUICEGATE_TRITON__TRANSPORT": "grpc",
-        "SLUICEGATE_GROUP_ID": f"{topics.work_prefix}.late-triton",
-        **topics.as_env(),
-    }
-    argv = [sys.executable, "-m", "sluicegate", "worker", "--model", MODEL]
-    log = (tmp_path / "worker.log").open("wb")
-    worker = await asyncio.create_subprocess_exec(
-        *argv, "--ready-file", str(ready), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
     triton = LocalTriton(
         TritonLocalConfig(
             repository=_text_embed_only(stack, tmp_path / "repo"),
@@ -128,6 +117,19 @@ async def test_a_worker_started_before_triton_serves_once_triton_is_up(
             grpc_port=grpc,
             metrics_port=free_port(),
         )
+    )
+    env = stack_env | {
+        "SLUICEGATE_TRITON__URL": f"127.0.0.1:{grpc}",
+        # The key of the Triton started below (created now, used when it starts).
+        "SLUICEGATE_TRITON__ADMIN_KEY": triton.admin_key(),
+        "SLUICEGATE_TRITON__TRANSPORT": "grpc",
+        "SLUICEGATE_GROUP_ID": f"{topics.work_prefix}.late-triton",
+        **topics.as_env(),
+    }
+    argv = [sys.executable, "-m", "sluicegate", "worker", "--model", MODEL]
+    log = (tmp_path / "worker.log").open("wb")
+    worker = await asyncio.create_subprocess_exec(
+        *argv, "--ready-file", str(ready), env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         await _until(

@@ -151,6 +151,7 @@ def worker_process(
         {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": observed.triton.grpc_url,
+            "SLUICEGATE_TRITON__ADMIN_KEY": observed.triton.admin_key(),
             "SLUICEGATE_TOPICS__REQUESTS": topics.requests,
             "SLUICEGATE_TOPICS__RESULTS": topics.results,
             "SLUICEGATE_TOPICS__TELEMETRY": topics.telemetry,

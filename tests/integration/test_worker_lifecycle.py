@@ -33,6 +33,7 @@ def start_worker(stack: LocalStack, topics: TopicSettings, ready: Path) -> subpr
         {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": stack.settings.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": stack.settings.triton_url,
+            "SLUICEGATE_TRITON__ADMIN_KEY": stack.triton.admin_key(),
             "SLUICEGATE_TOPICS__RESULTS": topics.results,
             "SLUICEGATE_TOPICS__TELEMETRY": topics.telemetry,
             "SLUICEGATE_TOPICS__DLQ": topics.dlq,
