@@ -166,6 +166,7 @@ class Router(Service):
     def pool_watch(self) -> PoolWatch:
         return self._watch
 
+    @property
     def state(self) -> RouterState:
         return self._state
 
