@@ -247,7 +247,7 @@ async def test_a_wrong_password_fails_clearly(secure_kafka: LocalKafka, stack: L
     with pytest.raises(KafkaConnectError) as client_error:
         async with Client(settings=ClientSettings(kafka=wrong)):
             pass
-    backend = TritonBackend(url=stack.settings.triton_url)
+    backend = TritonBackend(url=stack.settings.triton_url, admin_key=stack.triton.admin_key())
     try:
         with pytest.raises(KafkaConnectError) as worker_error:
             settings = WorkerSettings(model="text-embed", kafka=wrong)
