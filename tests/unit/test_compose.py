@@ -277,3 +277,16 @@ def test_topics_yaml_holds_every_topic_the_processes_read(path: str) -> None:
     assert set(needed) <= set(declared), sorted(set(needed) - set(declared))
     for name in compacted_topics(topics):
         assert declared[name].get("cleanup_policy") == "compact", name
+
+
+@pytest.mark.parametrize("combo", sorted(COMBINATIONS))
+def test_the_project_image_is_built_by_topics_init_alone(combo: str) -> None:
+    """Two services with `build:` for one tag build it twice, in parallel (a defect the
+    first real run found; the GPU overlays' CPU workers brought it back once)."""
+    services = load(COMBINATIONS[combo])["services"]
+    builders = {
+        name
+        for name, svc in services.items()
+        if "build" in svc and "sluicegate:local" in str(svc.get("image", "sluicegate:local"))
+    }
+    assert builders <= {"topics-init"}, sorted(builders)
