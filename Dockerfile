@@ -33,8 +33,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 sluicegate \
  && useradd --system --uid 10001 --gid sluicegate --home-dir /var/lib/sluicegate --create-home sluicegate \
- && mkdir -p /var/cache/sluicegate /models \
- && chown sluicegate:sluicegate /var/cache/sluicegate /models
+ && mkdir -p /var/cache/sluicegate /models /var/lib/sluicegate/triton \
+ && chown sluicegate:sluicegate /var/cache/sluicegate /models /var/lib/sluicegate/triton
 COPY --from=build /opt/sluicegate /opt/sluicegate
 COPY topics.yaml /app/topics.yaml
 ENV PATH=/opt/sluicegate/bin:$PATH \

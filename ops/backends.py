@@ -17,8 +17,9 @@ def make_backend(settings: WorkerSettings) -> InferenceBackend:
     """Triton, in-process ONNX Runtime or the null model, as `settings.backend` says."""
     if settings.backend == "triton":
         t = settings.triton
-        key = t.admin_key.get_secret_value() if t.admin_key else None
-        return TritonBackend(url=t.url, timeout_s=t.timeout_s, transport=t.transport, admin_key=key)
+        return TritonBackend(
+            url=t.url, timeout_s=t.timeout_s, transport=t.transport, admin_key=t.key()
+        )
     if settings.backend == "onnxruntime":
         from sluicegate.inference.runners import build_runners
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -30,6 +31,24 @@ class TritonSettings(BaseModel):
     # Triton's admin key (its shared-memory API is restricted, docs/security.md):
     # needed by the shm transport to register regions.
     admin_key: SecretStr | None = None
+    # Or a file holding it, read at start: compose shares the Triton container's
+    # key through a read-only volume (the worker also reads which versions and
+    # precisions Triton serves from its model-config API, restricted too).
+    admin_key_file: Path | None = None
+
+    def key(self) -> str | None:
+        """The admin key: `admin_key`, else the contents of `admin_key_file`, else None."""
+        if self.admin_key is not None:
+            return self.admin_key.get_secret_value()
+        if self.admin_key_file is None:
+            return None
+        try:
+            return self.admin_key_file.read_text().strip() or None
+        except FileNotFoundError:
+            # A Triton that restricts nothing writes no key (the GPU images); one
+            # that does is refused with a message naming these settings.
+            return None
+
     # Consecutive retriable failures that open the model's circuit breaker; while
     # open the worker stops fetching and batches wait for Triton instead of failing.
     # Fewer than `attempts`, so a batch that meets a dead server waits for it.

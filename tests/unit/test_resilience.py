@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,12 @@ async def test_the_outage_budget_bounds_the_wait() -> None:
     async with asyncio.timeout(10):
         outcomes = await Resilient(backend=backend, model="m", settings=settings).infer(inputs("a"))
     assert isinstance(outcomes[0], BackendUnavailable)
+
+
+def test_the_admin_key_comes_from_the_setting_or_the_shared_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "admin.key"
+    assert TritonSettings(admin_key_file=key_file).key() is None  # not written: no key
+    key_file.write_text("s3cret\n")
+    assert TritonSettings(admin_key_file=key_file).key() == "s3cret"
+    assert TritonSettings(admin_key="given", admin_key_file=key_file).key() == "given"
+    assert TritonSettings().key() is None
