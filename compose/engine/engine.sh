@@ -90,6 +90,9 @@ cmd_stop() {
   for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   kill -0 "$pid" 2>/dev/null && { say "dockerd still up after 60 s: SIGKILL"; kill -KILL "$pid"; }
   rm -f "$PID"
+  # dockerd leaves its default network namespace bind-mounted under the exec
+  # root; unmounted, the state dir can be deleted (it was "busy" otherwise).
+  umount "$STATE/exec/netns/default" 2>/dev/null || true
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
