@@ -69,6 +69,9 @@ lint: $(STAMP) ## ruff + mypy --strict
 collector: $(STAMP) ## Build the OpenTelemetry Collector (ocb, pinned) into .cache/otelcol
 	$(BIN)/sluicegate generate collector --cache-dir .cache
 
+profile: $(STAMP) ## Where the null worker's and the router's time goes (py-spy; writes bench/profile/)
+	$(BIN)/sluicegate bench profile
+
 bench-tracing: $(STAMP) ## What the tracing hooks cost per request: absent, off, on
 	$(BIN)/sluicegate bench tracing
 
@@ -88,7 +91,7 @@ clean: ## Remove the state dir (broker data, logs); keeps the caches
 distclean: clean ## Remove everything generated: venv, caches
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
-.PHONY: help venv demo test bench lint up down status clean distclean collector bench-tracing \
+.PHONY: help venv demo test bench profile lint up down status clean distclean collector bench-tracing \
 	compose-test compose-engine compose-engine-stop \
 	tools export-venv models-variants models-eval chaos fuzz doc-clients
 

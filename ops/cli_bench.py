@@ -106,3 +106,35 @@ def bench_tracing(
     from .bench.tracing_overhead import measure
 
     sys.stdout.write(json.dumps(measure(iterations=iterations), indent=2) + "\n")
+
+
+@bench_app.command("profile")
+def bench_profile(
+    target: Annotated[
+        list[str],
+        typer.Option(help="What to profile: worker (the null-model worker) and/or router."),
+    ] = ["worker", "router"],  # noqa: B006 (typer reads the default; it is never mutated)
+    count: Annotated[
+        int, typer.Option(help="Requests in the backlog each target drains.")
+    ] = 20_000,
+    out: Annotated[Path, typer.Option(help="Where <target>.folded and <target>.md go.")] = Path(
+        "bench/profile"
+    ),
+    cache_dir: Annotated[Path, typer.Option(help="Where the Kafka jars are cached.")] = Path(
+        ".cache"
+    ),
+) -> None:
+    """Where the time goes: py-spy on the null worker / the router draining a backlog.
+
+    Starts a Kafka of its own on free loopback ports; prints the top frames by
+    own and cumulative time and writes OUT/<target>.md and OUT/<target>.folded
+    (collapsed stacks; open them in speedscope).
+    """
+    from .bench.profile import profile
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(
+        profile(target, count=count, out=out, cache_dir=cache_dir, say=console.log)
+    )
+    for result in results:
+        console.print(result.markdown())
