@@ -55,8 +55,9 @@ __all__ = ["TARGETS", "Profile", "profile", "top_frames"]
 
 # Frames every busy sample passes through (the CLI, the event loop, thread
 # pools): left out of the cumulative ranking, where they would fill the top.
-_PLUMBING = ("(asyncio/", "(typer/", "(click/", "(<frozen runpy>)", "(threading.py)")
-_PLUMBING += ("(concurrent/futures/thread.py)", "(sluicegate/__main__.py)", "(ops/cli_serve.py)")
+_PLUMBING: tuple[str, ...] = ("(asyncio/", "(typer/", "(click/", "(<frozen runpy>)")
+_PLUMBING += ("(threading.py)", "(concurrent/futures/thread.py)")
+_PLUMBING += ("(sluicegate/__main__.py)", "(ops/cli_serve.py)")
 _PLUMBING_FRAMES = ("serve_until_signalled (", "main (ops/cli.py)")
 
 TARGETS = ("worker", "router")
