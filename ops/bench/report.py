@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from sluicegate.ops.models.bench_repository import DYNAMIC
+
 from .figures import Figure, capacity, point_figures, ratio, sample_figures, spread
 from .points import Point
 from .run import BenchResult
@@ -187,7 +189,7 @@ _DYNAMIC = (
     "(`ops/bench/dynamic.py`, a process of its own) sending each request in its own gRPC "
     "call, up to 2 × max_batch_size in flight, to a bench-only copy of the model "
     "(`<model>-dyn`, `ops/models/bench_repository.py`) with Triton's `dynamic_batching` "
-    "on (text: preferred 16/32/64, max 64, 10 ms delay; image: preferred 2/4, max 4, 50 ms), "
+    "on ({knobs}), "
     "on a Triton the bench starts for it; the copy runs each merged batch as one padded "
     "pipeline call. Its `mean batch` comes from Triton's statistics, its padding waste is "
     "not reported (0 %). The p99 comparison is at the highest offered load below the "
@@ -201,6 +203,14 @@ _COUNT = (
     "the Kafka loop cost, which triton-dynamic (a different client, a different server "
     "instance) mixes together. The quick run drops it."
 )
+
+
+def _knobs() -> str:
+    return "; ".join(
+        f"{model}: preferred {'/'.join(map(str, d.preferred_batch_size))}, "
+        f"max {d.max_batch_size}, {d.max_queue_delay_microseconds / 1000:g} ms delay"
+        for model, d in DYNAMIC.items()
+    )
 
 
 def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, object]:
@@ -243,7 +253,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         "",
         *headline_table(figs),
         "",
-        _DYNAMIC,
+        _DYNAMIC.format(knobs=_knobs()),
         "",
         _COUNT,
         "",
