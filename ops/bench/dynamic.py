@@ -35,14 +35,15 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from sluicegate.ops.models.bench_repository import DYNAMIC, build_bench_repository, dynamic_name
-from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
-from sluicegate.ops.stack.triton import GRPC_ADMIN_HEADER, LocalTriton, TritonLocalConfig
+from sluicegate.ops.stack.process import ManagedProcess
+from sluicegate.ops.stack.triton import GRPC_ADMIN_HEADER, LocalTriton
 from sluicegate.runtime.kafka import KafkaSettings, idempotent_producer
 from sluicegate.schemas.codec import decode_request, encode, headers
 from sluicegate.schemas.errors import ErrorCode
 from sluicegate.schemas.models import ErrorInfo, InferenceRequest, InferenceResult, Status
 
-from .kafka_run import BenchTopics, RssProbe
+from .kafka_run import BenchTopics, RssProbe, probed_process
+from .servers import loopback_triton
 
 __all__ = ["DynamicTriton", "batch_counts", "dynamic_process", "dynamic_triton", "serve"]
 
@@ -83,16 +84,7 @@ async def batch_counts(url: str, model: str, admin_key: str) -> tuple[int, int]:
 def dynamic_triton(cache_dir: Path, state: Path, model: str, say: Say) -> Iterator[DynamicTriton]:
     """A Triton of the bench's own serving `<model>-dyn`; stopped on exit."""
     repository = build_bench_repository(state / "bench-repository", [model])
-    server = LocalTriton(
-        TritonLocalConfig(
-            repository=repository,
-            state_dir=state / "triton-dynamic",
-            cache_dir=cache_dir.resolve(),
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-        )
-    )
+    server = loopback_triton(repository, state / "triton-dynamic", cache_dir)
     say(f"starting a Triton with {dynamic_name(model)} (dynamic_batching on)")
     server.start()
     try:
@@ -114,26 +106,10 @@ async def dynamic_process(
     argv = [sys.executable, "-m", "sluicegate.ops.bench.dynamic", source, sink, run.group]
     argv += [str(ready), triton.model, triton.url, str(triton.concurrency)]
     env = dict(os.environ, SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
-    proc.start(argv, env=env)
-    try:
-        await asyncio.to_thread(
-            wait_until,
-            ready.exists,
-            timeout=120,
-            what="bench triton-dynamic consumer",
-            alive=proc.is_running,
-            log_path=proc.log_path,
-        )
-        pid = proc.pid()
-        assert pid is not None
-        probe = RssProbe(pid)
-        probe.start()
-        try:
-            yield probe
-        finally:
-            await probe.stop()
-    finally:
-        await asyncio.to_thread(proc.stop, grace=60)
+    async with probed_process(
+        proc, argv, env, ready, what="bench triton-dynamic consumer"
+    ) as probe:
+        yield probe
 
 
 def _inputs(request: InferenceRequest) -> tuple[list[InferInput], list[InferRequestedOutput]]:

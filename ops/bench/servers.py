@@ -13,7 +13,7 @@ from sluicegate.ops.stack.process import free_port
 from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.runtime.kafka import KafkaSettings
 
-__all__ = ["environ", "local_servers"]
+__all__ = ["environ", "local_servers", "loopback_triton"]
 
 Say = Callable[[str], None]
 
@@ -35,6 +35,20 @@ def environ(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = before
 
 
+def loopback_triton(repository: Path, state_dir: Path, cache_dir: Path) -> LocalTriton:
+    """A (not yet started) Triton on `repository`, on free loopback ports."""
+    return LocalTriton(
+        TritonLocalConfig(
+            repository=repository,
+            state_dir=state_dir,
+            cache_dir=cache_dir.resolve(),
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+        )
+    )
+
+
 @contextlib.contextmanager
 def local_servers(
     cache_dir: Path, state: Path, say: Say
@@ -46,16 +60,7 @@ def local_servers(
         )
     )
     repository = cache_dir.resolve() / "model-repository"
-    triton = LocalTriton(
-        TritonLocalConfig(
-            repository=repository,
-            state_dir=state / "triton",
-            cache_dir=cache_dir.resolve(),
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-        )
-    )
+    triton = loopback_triton(repository, state / "triton", cache_dir)
     say("starting Kafka")
     kafka.start(progress=say)
     try:
