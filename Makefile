@@ -58,7 +58,7 @@ chaos: $(STAMP) ## Full-size fault-injection runs, every scenario, both modes (l
 fuzz: $(STAMP) ## 100k-example fuzz of decode -> validate -> preprocess (long)
 	$(BIN)/python -m pytest -m fuzz_long tests/unit
 
-bench: $(STAMP) ## Benchmark budget batching vs its baselines (writes bench/report.md; QUICK=1 for a smoke run)
+bench: $(STAMP) ## Benchmark budget batching vs its baselines, Triton's dynamic batcher included, in interleaved rounds (bench/report.md; QUICK=1: smoke run)
 	$(BIN)/sluicegate bench run $(if $(QUICK),--quick,)
 
 lint: $(STAMP) ## ruff + mypy --strict

@@ -23,7 +23,8 @@ bench_app = typer.Typer(
 @bench_app.command("run")
 def run(
     quick: Annotated[
-        bool, typer.Option(help="CI smoke run: text only, two loads, short (under 2 minutes).")
+        bool,
+        typer.Option(help="Smoke run: text only, two loads plus a backlog, 2 rounds (~8 min)."),
     ] = False,
     out: Annotated[Path, typer.Option(help="Where report.md, results.json and plots go.")] = Path(
         "bench"
@@ -33,18 +34,41 @@ def run(
         typer.Option(help="Triton transport of the main run; the full run also tries the other."),
     ] = "shm",
     seed: Annotated[int, typer.Option(help="Seed of the request mix and the arrivals.")] = 7,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Interleaved rounds (every mode once per round, order reversed every other "
+            "round); each figure is the median over rounds with its spread. Default: 2 with "
+            "--quick, else 3.",
+        ),
+    ] = None,
+    tuned_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A tuned budget file (`sluicegate tune --model ocr`) for the image workers' "
+            "budget modes; default: the model's default budget.",
+        ),
+    ] = None,
 ) -> None:
-    """Measure budget batching against direct Triton, unbatched and count batching.
+    """Measure budget batching against direct Triton, unbatched, Triton's dynamic batcher
+    and count batching.
 
-    Starts its own Kafka and Triton on free loopback ports, runs every mode at
-    the same offered loads, writes OUT/report.md, OUT/results.json and PNG
-    plots, and prints the headline ratios. Takes about 12 minutes on 2 cores
-    (--quick: under 2).
+    Starts its own Kafka and Triton on free loopback ports (and a second Triton
+    serving the bench-only `<model>-dyn` copies), runs every mode at the same
+    offered loads in interleaved rounds, writes OUT/report.md (a headline table:
+    figure, median, spread, goal, met?), OUT/results.json and PNG plots, and
+    prints the headline medians. Takes about 35 minutes on 2 cores (--quick:
+    about 8).
     """
     from .bench.report import write_report
     from .bench.run import BenchConfig, run_bench
 
-    cfg = BenchConfig(quick=quick, seed=seed, transport=transport)
+    cfg = BenchConfig(
+        quick=quick, seed=seed, transport=transport, rounds=rounds, tuned_file=tuned_file
+    )
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

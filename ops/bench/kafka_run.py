@@ -33,7 +33,15 @@ from sluicegate.streams.topology import default_topics, delete_topics, ensure_to
 from .points import BatchStat, Point, summarise
 from .workload import Item, Workload
 
-__all__ = ["BenchTopics", "KafkaRun", "RssProbe", "bench_topics", "triton_probe", "worker_process"]
+__all__ = [
+    "BenchTopics",
+    "KafkaRun",
+    "RssProbe",
+    "bench_topics",
+    "probed_process",
+    "triton_probe",
+    "worker_process",
+]
 
 
 @dataclass(frozen=True)
@@ -85,13 +93,25 @@ async def worker_process(
         }
     )
     argv = [sys.executable, "-m", "sluicegate", "worker", "--model", model]
-    proc.start([*argv, "--ready-file", str(ready)], env=child)
+    async with probed_process(
+        proc, [*argv, "--ready-file", str(ready)], child, ready, what=f"bench worker {name}"
+    ) as probe:
+        yield probe
+
+
+@asynccontextmanager
+async def probed_process(
+    proc: ManagedProcess, argv: list[str], env: Mapping[str, str], ready: Path, *, what: str
+) -> AsyncIterator[RssProbe]:
+    """`proc` started with `argv`, once it has touched `ready`, with its RSS sampled;
+    stopped (SIGTERM, then a 60 s grace) on exit."""
+    proc.start(argv, env=dict(env))
     try:
         await asyncio.to_thread(
             wait_until,
             ready.exists,
             timeout=120,
-            what=f"bench worker {name}",
+            what=what,
             alive=proc.is_running,
             log_path=proc.log_path,
         )

@@ -33,6 +33,7 @@ class Point:
     mean_batch: float
     padding_waste: float  # share of padded cost that was padding, over all batches
     latencies_ms: tuple[float, ...] = ()
+    round: int = 0  # which round of the interleaved run (modes alternate order per round)
 
     def as_json(self) -> dict[str, object]:
         data = asdict(self)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -55,26 +56,42 @@ async def bench_pools(
     *,
     quick: bool,
     say: Say,
-) -> dict[str, float]:
-    """Throughput of the two-pool stack and of the CPU pool alone, and their ratio."""
+    rounds: int = 1,
+) -> tuple[dict[str, float], list[float]]:
+    """Median throughputs of the two-pool stack and of the CPU pool alone (and their
+    ratio), and the ratio of each round; rounds alternate which setup runs first."""
     count = 100 if quick else 512
     say("pools: starting the a100 stand-in's Triton")
     standin = await asyncio.to_thread(_standin, cache_dir, state, say)
+    cpu_rps: list[float] = []
+    two_rps: list[float] = []
+    shares: list[float] = []
     try:
-        say(f"pools: {count} mixed requests through the router to the CPU pool alone")
-        cpu = await _run(("cpu",), workload, kafka, cpu_triton_url, standin, state, count)
-        say(f"pools: the same {count} to the CPU pool and the a100 stand-in")
-        two = await _run(("a100", "cpu"), workload, kafka, cpu_triton_url, standin, state, count)
+        for r in range(rounds):
+            setups: list[tuple[str, ...]] = [("cpu",), ("a100", "cpu")]
+            for pools in setups if r % 2 == 0 else reversed(setups):
+                what = "the CPU pool alone" if pools == ("cpu",) else "CPU + the a100 stand-in"
+                say(f"pools, round {r + 1}/{rounds}: {count} requests via the router to {what}")
+                rate, share = await _run(
+                    pools, workload, kafka, cpu_triton_url, standin, state, count
+                )
+                if pools == ("cpu",):
+                    cpu_rps.append(rate)
+                else:
+                    two_rps.append(rate)
+                    shares.append(share)
     finally:
         await asyncio.to_thread(standin.stop, [])
+    per_round = [round(t / c, 3) if c else 0.0 for t, c in zip(two_rps, cpu_rps, strict=True)]
+    cpu, two = statistics.median(cpu_rps), statistics.median(two_rps)
     return {
         "requests": float(count),
-        "cpu_pool_rps": round(cpu[0], 2),
-        "two_pool_rps": round(two[0], 2),
-        "two_pool_over_cpu": round(two[0] / cpu[0], 3) if cpu[0] else 0.0,
-        # Share of the two-pool run answered by the stand-in (routed as large).
-        "standin_share": round(two[1], 3),
-    }
+        "cpu_pool_rps": round(cpu, 2),
+        "two_pool_rps": round(two, 2),
+        "two_pool_over_cpu": round(statistics.median(per_round), 3),
+        # Share of the two-pool runs answered by the stand-in (routed as large).
+        "standin_share": round(statistics.median(shares), 3),
+    }, per_round
 
 
 def _standin(cache_dir: Path, state: Path, say: Say) -> StandinPool:

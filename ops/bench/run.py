@@ -1,52 +1,60 @@
-"""The whole benchmark: stack up, every mode at every load, report written.
+"""The whole benchmark: stack up, every mode at every load, in interleaved rounds, report written.
 
 Modes (each at the same offered loads, same seeded request mix):
 
-    direct      (a) the worker's budget batches sent straight to Triton, no Kafka
-    budget      (b) sluicegate: Kafka -> worker with the budget batcher -> Triton
-    budget-alt  (b) the same with the other Triton transport (grpc vs shm)
-    unbatched   (c) one request per Triton call, through Kafka
-    count-N     (d) count-based batching (max N + delay, arrival order), through Kafka
-    null/relay  (e) the null-model worker vs a bare aiokafka relay draining a backlog
-    pools       (f) CPU + the a100 stand-in vs the CPU pool alone, via the router (pools.py)
+    direct          (a) the worker's budget batches sent straight to Triton, no Kafka
+    budget          (b) sluicegate: Kafka -> worker with the budget batcher -> Triton
+    budget-alt      (b) the same with the other Triton transport (grpc vs shm; full run)
+    unbatched       (c) one request per Triton call, through Kafka
+    triton-dynamic  (g) a hand-rolled aiokafka consumer, one Triton call per request,
+                        Triton's own dynamic batcher merging them (dynamic.py)
+    count-N         (d) count-based batching (max N + delay, arrival order) in the same
+                        worker (full run): the batching policy alone, everything else equal
+    null/relay      (e) the null-model worker vs a bare aiokafka relay draining a backlog
+    router/relay        the ingress router vs a bare relay (router_relay.py)
+    pools           (f) CPU + the a100 stand-in vs the CPU pool alone, via the router (pools.py)
 
 Offered loads are fractions of the direct path's capacity, measured first in
-the same run by sending a backlog all at once.
+the same run by sending a backlog all at once. Run order must not decide a
+result: every mode runs once per round, in the listed order in even rounds
+and reversed in odd ones (ABAB), and each figure is computed within a round
+and reported as the median over rounds with its spread (figures.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import os
-import sys
+import statistics
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sluicegate.ops.models.build import build_repository
-from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka
-from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
-from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.runtime.kafka import KafkaSettings
-from sluicegate.schemas.codec import encode
-from sluicegate.schemas.models import InferenceRequest
 from sluicegate.workers.backends import TritonBackend
 from sluicegate.workers.config import WorkerSettings
 
 from .direct import run_direct
+from .dynamic import DynamicTriton, dynamic_process, dynamic_triton
 from .kafka_run import KafkaRun, RssProbe, bench_topics, triton_probe, worker_process
+from .overhead import null_vs_relay
 from .points import Point
 from .pools import bench_pools
-from .relay import count_outputs, produce_backlog
 from .router_relay import bench_router_vs_relay
+from .servers import environ, local_servers
 from .workload import Workload, image_workload, poisson_arrivals, text_workload
 
-__all__ = ["BenchConfig", "BenchResult", "run_bench"]
+__all__ = ["TUNED_ENV", "BenchConfig", "BenchResult", "run_bench"]
 
 Say = Callable[[str], None]
 Tick = Callable[[str, int, int], None]
+
+#: Where a worker reads a tuned budget file (`sluicegate tune`, i16b); the bench
+#: passes `BenchConfig.tuned_file` to the image workers' budget modes through it.
+TUNED_ENV = "SLUICEGATE_BATCH__TUNED_FILE"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +63,14 @@ class BenchConfig:
     seed: int = 7
     transport: str = "shm"  # what `sluicegate up` runs; "budget-<other>" runs the other
     cache_dir: Path = Path(".cache")
+    rounds: int | None = None  # None: 2 quick, 3 full
+    # A tuned budget file (`sluicegate tune --model ocr`) for the image workers' budget
+    # modes; None: the model's default budget.
+    tuned_file: Path | None = None
+
+    @property
+    def round_count(self) -> int:
+        return self.rounds or (2 if self.quick else 3)
 
 
 @dataclass
@@ -64,9 +80,15 @@ class BenchResult:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     peak_triton_rss_mb: dict[str, float] = field(default_factory=dict)
     over_budget_batches: dict[str, int] = field(default_factory=dict)
-    relay: dict[str, float] = field(default_factory=dict)
-    router: dict[str, float] = field(default_factory=dict)
+    relay: dict[str, float] = field(default_factory=dict)  # medians over rounds
+    router: dict[str, float] = field(default_factory=dict)  # medians over rounds
     pools: dict[str, float] = field(default_factory=dict)  # (f) two pools vs CPU alone
+    # Per-round values of the figures not computed from points: null_vs_relay,
+    # router_vs_relay, router_eos_vs_relay, two_pools_vs_cpu.
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    # i16e: ops/bench/simulated.py::bench_simulated(...) (simulated accelerator figures).
+    simulated: dict[str, float] = field(default_factory=dict)
+    # quick, seed, transport, rounds, tuned_file, load_start/load_end (1/5/15 min), wall_s.
     config: dict[str, object] = field(default_factory=dict)
 
 
@@ -76,22 +98,30 @@ class _Mode:
     env: dict[str, str]
     strategy: str = "budget"
     max_batch_size: int | None = None
+    kind: str = "worker"  # worker | direct | dynamic
 
 
 def _modes(cfg: BenchConfig, workload: str) -> list[_Mode]:
     other = "shm" if cfg.transport == "grpc" else "grpc"
     env = {"SLUICEGATE_TRITON__TRANSPORT": cfg.transport}
-    # Count batches stay within the Triton model's max_batch_size (64 text, 16 ocr).
-    # An image batch padded to its largest page grows Triton's memory fast: a
-    # count-16 OCR batch of mixed pages took a model stub to 15 GB here.
-    counts = (8,) if cfg.quick else ((8, 32) if workload == "text" else (2, 4))
+    budget_env = dict(env)
+    if cfg.tuned_file is not None and workload == "image":
+        budget_env[TUNED_ENV] = str(cfg.tuned_file.resolve())
     modes = [
-        _Mode("budget", dict(env)),
+        _Mode("direct", {}, kind="direct"),
+        _Mode("budget", budget_env),
         _Mode("unbatched", dict(env), "count", 1),
-        *(_Mode(f"count-{n}", dict(env), "count", n) for n in counts),
+        _Mode("triton-dynamic", {}, kind="dynamic"),
     ]
     if not cfg.quick:
-        modes.append(_Mode(f"budget-{other}", {"SLUICEGATE_TRITON__TRANSPORT": other}))
+        # One count-N point per mix, the best of the earlier runs' (8, 32) and (2, 4):
+        # the same worker with only the batching policy changed. Count batches stay
+        # within the Triton model's max_batch_size; an image batch padded to its
+        # largest page grows Triton's memory fast (count-16 OCR took a stub to 15 GB).
+        n = 8 if workload == "text" else 2
+        modes.append(_Mode(f"count-{n}", dict(env), "count", n))
+        alt_env = {**budget_env, "SLUICEGATE_TRITON__TRANSPORT": other}
+        modes.append(_Mode(f"budget-{other}", alt_env))
     for mode in modes:
         if mode.max_batch_size is not None:
             mode.env["SLUICEGATE_BATCH__STRATEGY"] = mode.strategy
@@ -99,56 +129,8 @@ def _modes(cfg: BenchConfig, workload: str) -> list[_Mode]:
     return modes
 
 
-@contextlib.contextmanager
-def _environ(name: str, value: str | None) -> Iterator[None]:
-    """`name` set to `value` (unset when None) for the block, then restored."""
-    before = os.environ.get(name)
-    if value is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
-@contextlib.contextmanager
-def _servers(
-    cache_dir: Path, state: Path, say: Say
-) -> Iterator[tuple[KafkaSettings, str, str | None]]:
-    """A Kafka broker and a Triton on free loopback ports, stopped on exit."""
-    kafka = LocalKafka(  # one node on free ports
-        KafkaLocalConfig.cluster(
-            state_dir=state / "kafka", cache_dir=cache_dir.resolve(), size=1, heap="512m"
-        )
-    )
-    repository = cache_dir.resolve() / "model-repository"
-    triton = LocalTriton(
-        TritonLocalConfig(
-            repository=repository,
-            state_dir=state / "triton",
-            cache_dir=cache_dir.resolve(),
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-        )
-    )
-    say("starting Kafka")
-    kafka.start(progress=say)
-    try:
-        build_repository(repository, progress=say)
-        say("starting Triton")
-        triton.start()
-        try:
-            yield kafka.settings(), triton.grpc_url, triton.admin_key()
-        finally:
-            triton.stop()
-    finally:
-        kafka.stop()
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 async def run_bench(
@@ -158,30 +140,79 @@ async def run_bench(
     tick: Tick,
     servers: tuple[KafkaSettings, str, str | None] | None = None,
 ) -> BenchResult:
-    """Run every mode; on `servers` (Kafka settings, Triton gRPC url, Triton admin key) if given,
-    else on a Kafka and a Triton of their own, started on free ports and stopped afterwards."""
-    result = BenchResult(config={"quick": cfg.quick, "seed": cfg.seed, "transport": cfg.transport})
-    say("generating the request mix")
+    """Run every mode in `cfg.round_count` interleaved rounds; on `servers` (Kafka
+    settings, Triton gRPC url, Triton admin key) if given, else on a Kafka and a
+    Triton of their own, started on free ports and stopped afterwards."""
+    began = time.monotonic()
+    rounds = cfg.round_count
+    result = BenchResult(
+        config={
+            "quick": cfg.quick,
+            "seed": cfg.seed,
+            "transport": cfg.transport,
+            "rounds": rounds,
+            "tuned_file": str(cfg.tuned_file) if cfg.tuned_file else None,
+            "load_start": _load(),
+        }
+    )
+    say(f"generating the request mix; {rounds} rounds, load average {_load()}")
     workloads = [text_workload(seed=cfg.seed)]
     if not cfg.quick:
         workloads.append(image_workload(seed=cfg.seed))
     with tempfile.TemporaryDirectory(prefix="sg-bench-") as tmp, contextlib.ExitStack() as stack:
         state = Path(tmp)
         kafka, triton_url, admin_key = servers or stack.enter_context(
-            _servers(cfg.cache_dir, state, say)
+            local_servers(cfg.cache_dir, state, say)
         )
         # Worker processes inherit it: the shm transport registers regions with it.
-        stack.enter_context(_environ("SLUICEGATE_TRITON__ADMIN_KEY", admin_key))
+        stack.enter_context(environ("SLUICEGATE_TRITON__ADMIN_KEY", admin_key))
         for workload in workloads:
             await _workload(cfg, workload, kafka, triton_url, state, result, say, tick)
-        await _null_vs_relay(cfg, kafka, triton_url, state, result, say, tick)
-        count = 2000 if cfg.quick else 5000
-        say(f"router: {count} requests through the ingress router and a bare relay")
-        result.router = await bench_router_vs_relay(kafka, count=count)
-        tick("router vs relay", count, count)
-        args = (workloads[0], kafka, triton_url, cfg.cache_dir, state)
-        result.pools = await bench_pools(*args, quick=cfg.quick, say=say)
+        text = workloads[0]
+        result.relay, result.samples["null_vs_relay"] = await null_vs_relay(
+            text,
+            kafka,
+            triton_url,
+            state,
+            records=1500 if cfg.quick else 4000,
+            rounds=rounds,
+            say=say,
+            tick=tick,
+        )
+        await _router(cfg, kafka, result, say, tick)
+        args = (text, kafka, triton_url, cfg.cache_dir, state)
+        result.pools, result.samples["two_pools_vs_cpu"] = await bench_pools(
+            *args, quick=cfg.quick, say=say, rounds=rounds
+        )
+        # i16e: result.simulated = bench_simulated(...) goes here.
+    result.config["load_end"] = _load()
+    result.config["wall_s"] = round(time.monotonic() - began, 1)
     return result
+
+
+async def _router(
+    cfg: BenchConfig, kafka: KafkaSettings, result: BenchResult, say: Say, tick: Tick
+) -> None:
+    """Router vs a bare relay, once per round (and exactly-once too in the full run)."""
+    count = 2000 if cfg.quick else 5000
+    deliveries = ("at_least_once",) if cfg.quick else ("at_least_once", "exactly_once")
+    runs: dict[str, list[dict[str, float]]] = {d: [] for d in deliveries}
+    for r in range(cfg.round_count):
+        for delivery in deliveries if r % 2 == 0 else reversed(deliveries):
+            say(f"router, round {r + 1}: {count} requests ({delivery}) and a bare relay")
+            runs[delivery].append(
+                await bench_router_vs_relay(kafka, count=count, delivery=delivery)
+            )
+            tick(f"router {delivery} (round {r + 1})", count, count)
+    alo = runs["at_least_once"]
+    result.samples["router_vs_relay"] = [x["ratio"] for x in alo]
+    if "exactly_once" in runs:
+        result.samples["router_eos_vs_relay"] = [x["ratio"] for x in runs["exactly_once"]]
+    result.router = {
+        "count": count,
+        "relay_rps": round(statistics.median(x["relay_rps"] for x in alo), 1),
+        "router_rps": round(statistics.median(x["router_rps"] for x in alo), 1),
+    }
 
 
 async def _workload(
@@ -194,19 +225,18 @@ async def _workload(
     say: Say,
     tick: Tick,
 ) -> None:
-    """Every mode of one workload at the same loads, plus a backlog sent all at once.
+    """Every mode of one workload at the same loads plus a backlog, in interleaved rounds.
 
     The backlog point measures each mode's capacity (its throughput when it
-    is never idle); the open-loop points its latency below and above the
-    direct path's capacity.
+    is never idle); the open-loop points its latency below (and, for text in
+    the full run, above) the direct path's capacity.
     """
     text = workload.name == "text"
-    duration = (3.0 if cfg.quick else 5.0) if text else 20.0
+    duration = (3.0 if cfg.quick else 4.0) if text else 15.0
     max_latency = 20.0 if text else 60.0
-    fractions = (0.5, 1.5) if cfg.quick else (0.3, 0.8, 1.5)
-    backlog = (300 if cfg.quick else 600) if text else 32
+    fractions = (0.3, 0.8, 1.5) if text and not cfg.quick else (0.3, 0.8)
+    backlog = (300 if cfg.quick else 500) if text else 24
     settings = WorkerSettings(model=workload.model, pool="cpu")
-    policy = settings.policy()
     backend = TritonBackend(
         url=triton_url,
         transport=cfg.transport,  # type: ignore[arg-type]
@@ -218,7 +248,7 @@ async def _workload(
             backend,
             workload,
             mode="direct",
-            policy=policy,
+            policy=settings.policy(),
             arrivals=[0.0] * backlog,
             offered_rps=float("inf"),
             max_in_flight=settings.max_in_flight_batches,
@@ -232,89 +262,132 @@ async def _workload(
             for k, rate in enumerate(round(f * capacity, 2) for f in fractions)
         ]
         schedule.append((float("inf"), [0.0] * backlog))
-        index = 0
-        for rate, arrivals in schedule:
-            point = await run_direct(
-                backend,
-                workload,
-                mode="direct",
-                policy=policy,
-                arrivals=arrivals,
-                offered_rps=rate,
-                max_in_flight=settings.max_in_flight_batches,
-                max_latency_s=max_latency,
-                first_index=index,
-                on_done=_counter(tick, _label(workload, "direct", rate), len(arrivals)),
-            )
-            index += len(arrivals)
-            result.points.append(point)
-
-        for mode in _modes(cfg, workload.name):
-            await _kafka_mode(
-                mode, workload, schedule, kafka, triton_url, state, result, tick, max_latency
-            )
-            # A stopped worker's last batches may still queue in Triton; one
-            # call through the same model instance returns once they are done.
-            await backend.infer(workload.model, [workload.item(0).inputs])
+        modes = _modes(cfg, workload.name)
+        rounds = cfg.round_count
+        with contextlib.ExitStack() as stack:
+            dyn = None
+            if any(m.kind == "dynamic" for m in modes):
+                dyn = stack.enter_context(dynamic_triton(cfg.cache_dir, state, workload.model, say))
+            for r in range(rounds):
+                for mode in modes if r % 2 == 0 else modes[::-1]:
+                    say(f"{workload.name}, round {r + 1}/{rounds}: {mode.name}")
+                    if mode.kind == "direct":
+                        await _direct_mode(backend, workload, settings, schedule, result, tick, r)
+                        continue
+                    run = _Run(workload, schedule, kafka, triton_url, state, max_latency, r)
+                    await _kafka_mode(mode, run, result, tick, dyn)
+                    # A stopped worker's last batches may still queue in Triton; one
+                    # call through the same model instance returns once they are done.
+                    await backend.infer(workload.model, [workload.item(0).inputs])
     finally:
         await backend.close()
 
 
-def _label(workload: Workload, mode: str, rate: float) -> str:
+async def _direct_mode(
+    backend: TritonBackend,
+    workload: Workload,
+    settings: WorkerSettings,
+    schedule: list[tuple[float, list[float]]],
+    result: BenchResult,
+    tick: Tick,
+    round_: int,
+) -> None:
+    index = 0
+    for rate, arrivals in schedule:
+        point = await run_direct(
+            backend,
+            workload,
+            mode="direct",
+            policy=settings.policy(),
+            arrivals=arrivals,
+            offered_rps=rate,
+            max_in_flight=settings.max_in_flight_batches,
+            max_latency_s=60.0 if workload.name == "image" else 20.0,
+            first_index=index,
+            on_done=_counter(tick, _label(workload, "direct", rate, round_), len(arrivals)),
+        )
+        index += len(arrivals)
+        result.points.append(dataclasses.replace(point, round=round_))
+
+
+def _label(workload: Workload, mode: str, rate: float, round_: int) -> str:
     load = "backlog" if rate == float("inf") else f"{rate:g}/s"
-    return f"{workload.name} {mode} @ {load}"
+    return f"{workload.name} {mode} @ {load} (round {round_ + 1})"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one mode's run in one round works on."""
+
+    workload: Workload
+    schedule: list[tuple[float, list[float]]]
+    kafka: KafkaSettings
+    triton_url: str
+    state: Path
+    max_latency: float
+    round: int
 
 
 async def _kafka_mode(
-    mode: _Mode,
-    workload: Workload,
-    schedule: list[tuple[float, list[float]]],
-    kafka: KafkaSettings,
-    triton_url: str,
-    state: Path,
-    result: BenchResult,
-    tick: Tick,
-    max_latency: float,
+    mode: _Mode, run: _Run, result: BenchResult, tick: Tick, dyn: DynamicTriton | None
 ) -> None:
+    """One mode through Kafka at every load of the schedule: a worker process of its
+    own (or, for triton-dynamic, the hand-rolled consumer) on topics of its own."""
+    workload = run.workload
     policy = WorkerSettings(model=workload.model, pool="cpu").policy()
-    triton = triton_probe(triton_url)
+    triton = triton_probe(dyn.url if mode.kind == "dynamic" and dyn else run.triton_url)
     if triton is not None:
         triton.start()
-    async with bench_topics(kafka, f"{workload.name}-{mode.name}") as run:
-        async with (
-            worker_process(
+    key = f"{workload.name}/{mode.name}"
+    async with bench_topics(run.kafka, f"{workload.name}-{mode.name}") as topics:
+        consumer: contextlib.AbstractAsyncContextManager[RssProbe]
+        if mode.kind == "dynamic":
+            assert dyn is not None
+            consumer = dynamic_process(run.kafka, topics, workload.model, dyn, run.state)
+        else:
+            consumer = worker_process(
                 model=workload.model,
-                kafka=kafka,
-                triton_url=triton_url,
-                run=run,
+                kafka=run.kafka,
+                triton_url=run.triton_url,
+                run=topics,
                 env=mode.env,
-                state_dir=state / "workers",
-            ) as rss,
-            KafkaRun(kafka, run).started() as gen,
-        ):
+                state_dir=run.state / "workers",
+            )
+        async with consumer as rss, KafkaRun(run.kafka, topics).started() as gen:
             index = 0
-            for rate, arrivals in schedule:
+            for rate, arrivals in run.schedule:
+                before = await dyn.batch_counts() if mode.kind == "dynamic" and dyn else None
                 point = await gen.point(
                     workload,
                     mode=mode.name,
                     arrivals=arrivals,
                     offered_rps=rate,
-                    max_latency_s=max_latency,
+                    max_latency_s=run.max_latency,
                     first_index=index,
-                    on_done=_answered(tick, _label(workload, mode.name, rate), len(arrivals)),
+                    on_done=_answered(
+                        tick, _label(workload, mode.name, rate, run.round), len(arrivals)
+                    ),
                 )
+                point = dataclasses.replace(point, round=run.round)
+                if before is not None and dyn is not None:
+                    # No telemetry from Triton's batcher: its statistics give the mean batch.
+                    after = await dyn.batch_counts()
+                    runs = after[1] - before[1]
+                    mean = (after[0] - before[0]) / runs if runs else 0.0
+                    point = dataclasses.replace(point, mean_batch=mean)
                 index += len(arrivals)
                 result.points.append(point)
-            key = f"{workload.name}/{mode.name}"
-            result.over_budget_batches[key] = (
+            over = (
                 sum(1 for b in gen.batches if b.size > 1 and b.padded_cost > policy.budget)
-                if mode.strategy == "budget"
+                if mode.strategy == "budget" and mode.kind == "worker"
                 else 0
             )
-        result.peak_rss_mb[key] = round(rss.peak_mb, 1)
+            result.over_budget_batches[key] = result.over_budget_batches.get(key, 0) + over
+        result.peak_rss_mb[key] = max(result.peak_rss_mb.get(key, 0.0), round(rss.peak_mb, 1))
     if triton is not None:
         await triton.stop()
-        result.peak_triton_rss_mb[key] = round(triton.peak_mb, 1)
+        peak = max(result.peak_triton_rss_mb.get(key, 0.0), round(triton.peak_mb, 1))
+        result.peak_triton_rss_mb[key] = peak
 
 
 def _answered(tick: Tick, label: str, total: int) -> Callable[[int], None]:
@@ -329,73 +402,3 @@ def _counter(tick: Tick, label: str, total: int) -> Callable[[], None]:
         tick(label, done[0], total)
 
     return bump
-
-
-async def _null_vs_relay(
-    cfg: BenchConfig,
-    kafka: KafkaSettings,
-    triton_url: str,
-    state: Path,
-    result: BenchResult,
-    say: Say,
-    tick: Tick,
-) -> None:
-    n = 1500 if cfg.quick else 4000
-    workload = text_workload(seed=cfg.seed)
-    values = [
-        encode(
-            InferenceRequest(
-                request_id=f"n{i}", model=workload.model, texts=list(workload.item(i).inputs.texts)
-            )
-        )
-        for i in range(n)
-    ]
-    rates: dict[str, float] = {}
-    for name in ("relay", "null"):
-        async with bench_topics(kafka, f"overhead-{name}") as run:
-            source = run.topics.work(workload.model, "cpu")
-            await produce_backlog(kafka, source, values)
-            say(f"{name}: draining a backlog of {n} requests")
-            ctx: contextlib.AbstractAsyncContextManager[RssProbe]
-            if name == "null":
-                ctx = worker_process(
-                    model=workload.model,
-                    kafka=kafka,
-                    triton_url=triton_url,
-                    run=run,
-                    env={"SLUICEGATE_BACKEND": "null"},
-                    state_dir=state / "workers",
-                )
-            else:
-                ctx = _relay_process(kafka, source, run.topics.results, run.group, state)
-            async with ctx:
-                seen, rate = await count_outputs(
-                    kafka, run.topics.results, expected=n, timeout_s=120
-                )
-            tick(f"overhead {name}", seen, n)
-            rates[name] = rate
-    result.relay = {
-        "relay_rps": round(rates["relay"], 1),
-        "null_rps": round(rates["null"], 1),
-        "records": n,
-    }
-
-
-@contextlib.asynccontextmanager
-async def _relay_process(
-    kafka: KafkaSettings, source: str, sink: str, group: str, state: Path
-) -> AsyncIterator[RssProbe]:
-    proc = ManagedProcess(name="bench-relay", state_dir=state / "relay")
-    ready = state / "relay" / "relay.ready"
-    argv = [sys.executable, "-m", "sluicegate.ops.bench.relay", source, sink, group, str(ready)]
-    env = dict(os.environ, SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
-    proc.start(argv, env=env)
-    try:
-        await asyncio.to_thread(
-            wait_until, ready.exists, timeout=60, what="bench relay", alive=proc.is_running
-        )
-        pid = proc.pid()
-        assert pid is not None
-        yield RssProbe(pid)
-    finally:
-        await asyncio.to_thread(proc.stop, grace=30)
