@@ -1,0 +1,122 @@
+"""The simulated accelerator: latency model, counters, and one card shared across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sluicegate.inference.io import ModelInputs
+from sluicegate.workers.backends.simulated import (
+    LATENCY,
+    DeviceCounters,
+    LatencyModel,
+    SimulatedBackend,
+    SimulatedDevice,
+    padded_cost,
+    utilisation,
+)
+from sluicegate.workers.errors import BackendRejected
+
+
+def test_latency_is_a_plus_b_times_padded_cost() -> None:
+    model = LatencyModel(a_ms=0.5, b_ms=0.001)
+    assert model.seconds(0) == pytest.approx(0.0005)
+    assert model.seconds(4096) == pytest.approx((0.5 + 4.096) / 1000)
+
+
+def test_padded_cost_pads_every_member_to_the_largest() -> None:
+    assert padded_cost([3, 10, 7]) == 30
+    assert padded_cost([]) == 0
+
+
+def test_every_model_has_figures_for_both_cards_and_the_h100_is_faster() -> None:
+    for model in ("text-embed", "ocr", "doc-match"):
+        a100, h100 = LATENCY[(model, "a100")], LATENCY[(model, "h100")]
+        assert h100.seconds(10_000) < a100.seconds(10_000)
+        assert a100.a_ms > 0 and a100.b_ms > 0
+    # A MiniLM batch of 256 x 64 tokens: a few milliseconds on an A100, not seconds.
+    assert 0.5e-3 < LATENCY[("text-embed", "a100")].seconds(256 * 64) < 10e-3
+
+
+def test_counters_round_trip_and_accumulate() -> None:
+    assert DeviceCounters.unpack(b"") == DeviceCounters()
+    c = DeviceCounters().plus(busy_ns=5, held_ns=7, items=3).plus(busy_ns=1, held_ns=2, items=4)
+    assert c == DeviceCounters(busy_ns=6, held_ns=9, batches=2, items=7)
+    assert DeviceCounters.unpack(c.pack()) == c
+
+
+def test_utilisation_is_busy_time_over_wall_time() -> None:
+    before = DeviceCounters(busy_ns=1_000_000_000)
+    after = DeviceCounters(busy_ns=1_900_000_000)
+    assert utilisation(before, after, 1.0) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="positive"):
+        utilisation(before, after, 0.0)
+
+
+def test_the_device_file_keeps_the_totals(tmp_path: Path) -> None:
+    device = SimulatedDevice(path=tmp_path / "gpu0.dev")
+    start, end = device.run(0.002, items=8)
+    device.run(0.001, items=2)
+    again = SimulatedDevice(path=tmp_path / "gpu0.dev")  # another opener sees the same card
+    counters = again.counters()
+    assert counters.batches == 2 and counters.items == 10
+    assert counters.busy_ns == 3_000_000
+    assert counters.held_ns >= counters.busy_ns
+    assert end - start >= 2_000_000
+    device.close()
+    again.close()
+
+
+_HOLDER = """
+import json, sys
+from pathlib import Path
+from sluicegate.workers.backends.simulated import SimulatedDevice
+device = SimulatedDevice(path=Path(sys.argv[1]))
+print(json.dumps([device.run(0.01, items=1) for _ in range(10)]))
+"""
+
+
+def test_two_processes_on_one_card_never_overlap(tmp_path: Path) -> None:
+    path = tmp_path / "shared.dev"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    spans = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        spans.extend(tuple(s) for s in json.loads(out))
+    spans.sort()
+    assert len(spans) == 20
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, "two processes held the simulated card at once"
+    device = SimulatedDevice(path=path)
+    counters = device.counters()
+    device.close()
+    assert counters.batches == 20
+    # Serialized: the card's busy time never exceeds the wall time it covered.
+    assert counters.busy_ns <= spans[-1][1] - spans[0][0]
+
+
+def test_backend_answers_right_shaped_outputs(tmp_path: Path) -> None:
+    backend = SimulatedBackend(device=SimulatedDevice(path=tmp_path / "g.dev"), kind="h100")
+
+    async def run() -> None:
+        texts = [ModelInputs(texts=("a short text",)), ModelInputs(texts=("a bit longer text",))]
+        out = await backend.infer("text-embed", texts)
+        assert [len(o["embedding"]) for o in out] == [384, 384]
+        assert sum(x * x for x in out[0]["embedding"]) == pytest.approx(1.0)
+        assert all(o["tokens"] > 2 for o in out)
+        with pytest.raises(BackendRejected, match="no latency figures"):
+            await backend.infer("no-such-model", texts)
+        assert (await backend.variants("text-embed")).default_version == "simulated-h100"
+        await backend.close()
+
+    asyncio.run(run())
