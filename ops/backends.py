@@ -29,5 +29,7 @@ def make_backend(settings: WorkerSettings) -> InferenceBackend:
     if settings.backend == "simulated":
         sim = settings.simulated
         path = sim.device_file or private_device_file(sim.device)
-        return SimulatedBackend(device=SimulatedDevice(path=path), kind=sim.device)
+        return SimulatedBackend(
+            device=SimulatedDevice(path=path), kind=sim.device, time_scale=sim.time_scale
+        )
     return NullBackend()

@@ -86,6 +86,9 @@ class SimulatedSettings(BaseModel):
     # The file that is one simulated GPU: workers naming the same file share it
     # (their batches serialize). None: a card of this process alone.
     device_file: Path | None = None
+    # Multiplies every batch's latency: a slower card for what-if sizing, or
+    # batches long enough for a test to see them queue for the card.
+    time_scale: float = Field(default=1.0, gt=0)
 
 
 class WorkerSettings(BaseSettings):

@@ -202,9 +202,13 @@ _UNIT = [1.0 / math.sqrt(_EMBED_DIM)] * _EMBED_DIM
 class SimulatedBackend:
     """Runs every batch on a `SimulatedDevice` and answers right-shaped empty outputs."""
 
-    def __init__(self, *, device: SimulatedDevice, kind: DeviceKind) -> None:
+    def __init__(
+        self, *, device: SimulatedDevice, kind: DeviceKind, time_scale: float = 1.0
+    ) -> None:
+        """`time_scale` multiplies every batch's modelled latency (1.0: the published card)."""
         self._device = device
         self._kind = kind
+        self._scale = time_scale
         self._counter: TokenCounter | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sg-simulated")
 
@@ -217,7 +221,7 @@ class SimulatedBackend:
 
     def _run(self, model: str, latency: LatencyModel, batch: list[ModelInputs]) -> list[Outputs]:
         tokens, costs = self._price(model, batch)
-        self._device.run(latency.seconds(padded_cost(costs)), items=len(batch))
+        self._device.run(self._scale * latency.seconds(padded_cost(costs)), items=len(batch))
         if model == "text-embed":
             return [{"embedding": _UNIT, "tokens": n} for n in tokens]
         if model == "ocr":
