@@ -27,7 +27,9 @@ def test_each_model_gets_n_parts_on_one_card(tmp_path: Path) -> None:
 
 
 def test_status_and_down_follow_the_running_stack_not_the_settings(tmp_path: Path) -> None:
-    (tmp_path / "stack.json").write_text(json.dumps({"models": ["text-embed"], "workers_per_device": 2}))
+    (tmp_path / "stack.json").write_text(
+        json.dumps({"models": ["text-embed"], "workers_per_device": 2})
+    )
     stack = LocalStack(StackSettings(state_dir=tmp_path))
     assert list(stack.replicas()) == [0, 1]
     names = {row.name for row in stack.status() if row.name.startswith("worker text-embed")}
