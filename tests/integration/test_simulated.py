@@ -53,9 +53,9 @@ async def test_two_worker_processes_share_one_simulated_card(
         "SLUICEGATE_BACKEND": "simulated",
         "SLUICEGATE_SIMULATED__DEVICE": "a100",
         "SLUICEGATE_SIMULATED__DEVICE_FILE": str(device_file),
-        # 1000x the A100's latency (~0.26 s a batch): the card is the bottleneck,
-        # so two processes running side by side would hold it longer than the
-        # wall time, which the last assert would catch.
+        # 1000x the A100's latency (~0.3 s a batch): the card is the bottleneck,
+        # so two processes running side by side would have kept it busier than
+        # the wall time, which the last assert would catch.
         "SLUICEGATE_SIMULATED__TIME_SCALE": "1000",
         "SLUICEGATE_GROUP_ID": f"{topics.work_prefix}.sim.group",
     }
@@ -91,6 +91,6 @@ async def test_two_worker_processes_share_one_simulated_card(
     counters = card.counters()
     card.close()
     assert counters.items >= n and counters.batches >= 2
-    # One card: batches from both processes ran one after another, so the time
-    # the card was held (and its modelled busy time) fits in the wall time.
-    assert counters.busy_ns <= counters.held_ns <= wall_ns
+    # One card: batches from both processes ran one after another, so the card's
+    # busy time fits in the wall time (side by side, the two would need ~twice it).
+    assert counters.busy_ns <= wall_ns

@@ -18,6 +18,7 @@ from sluicegate.workers.backends.simulated import (
     LatencyModel,
     SimulatedBackend,
     SimulatedDevice,
+    approx_tokens,
     padded_cost,
     utilisation,
 )
@@ -44,11 +45,17 @@ def test_every_model_has_figures_for_both_cards_and_the_h100_is_faster() -> None
     assert 0.5e-3 < LATENCY[("text-embed", "a100")].seconds(256 * 64) < 10e-3
 
 
-def test_counters_round_trip_and_accumulate() -> None:
+def test_counters_round_trip_and_queue_batches_one_after_another() -> None:
     assert DeviceCounters.unpack(b"") == DeviceCounters()
-    c = DeviceCounters().plus(busy_ns=5, held_ns=7, items=3).plus(busy_ns=1, held_ns=2, items=4)
-    assert c == DeviceCounters(busy_ns=6, held_ns=9, batches=2, items=7)
-    assert DeviceCounters.unpack(c.pack()) == c
+    card = DeviceCounters().reserve(now_ns=1_000, duration_ns=500, items=3)
+    assert (card.free_at_ns, card.busy_ns, card.batches, card.items) == (1_500, 500, 1, 3)
+    # Asked for while busy: starts when the card is free, not now.
+    card = card.reserve(now_ns=1_200, duration_ns=100, items=1)
+    assert card.free_at_ns == 1_600 and card.busy_ns == 600
+    # Asked for after an idle gap: starts now; the gap is not busy time.
+    card = card.reserve(now_ns=5_000, duration_ns=100, items=1).plus_late(7).plus_late(-3)
+    assert card.free_at_ns == 5_100 and card.busy_ns == 700 and card.late_ns == 7
+    assert DeviceCounters.unpack(card.pack()) == card
 
 
 def test_utilisation_is_busy_time_over_wall_time() -> None:
@@ -59,26 +66,30 @@ def test_utilisation_is_busy_time_over_wall_time() -> None:
         utilisation(before, after, 0.0)
 
 
-def test_the_device_file_keeps_the_totals(tmp_path: Path) -> None:
+def test_the_device_file_keeps_the_timeline(tmp_path: Path) -> None:
     device = SimulatedDevice(path=tmp_path / "gpu0.dev")
-    start, end = device.run(0.002, items=8)
-    device.run(0.001, items=2)
+    start, end = device.reserve(0.002, items=8)
+    start2, end2 = device.reserve(0.001, items=2)
+    assert end - start == 2_000_000 and start2 == end and end2 - start2 == 1_000_000
     again = SimulatedDevice(path=tmp_path / "gpu0.dev")  # another opener sees the same card
     counters = again.counters()
     assert counters.batches == 2 and counters.items == 10
-    assert counters.busy_ns == 3_000_000
-    assert counters.held_ns >= counters.busy_ns
-    assert end - start >= 2_000_000
+    assert counters.busy_ns == 3_000_000 and counters.free_at_ns == end2
     device.close()
     again.close()
 
 
 _HOLDER = """
-import json, sys
+import json, sys, time
 from pathlib import Path
 from sluicegate.workers.backends.simulated import SimulatedDevice
 device = SimulatedDevice(path=Path(sys.argv[1]))
-print(json.dumps([device.run(0.01, items=1) for _ in range(10)]))
+spans = []
+for _ in range(10):
+    start, end = device.reserve(0.01, items=1)
+    time.sleep(max(0, end - time.monotonic_ns()) / 1e9)  # wait for it, as a worker does
+    spans.append((start, end))
+print(json.dumps(spans))
 """
 
 
@@ -96,13 +107,18 @@ def test_two_processes_on_one_card_never_overlap(tmp_path: Path) -> None:
     spans.sort()
     assert len(spans) == 20
     for (_, end), (start, _) in itertools.pairwise(spans):
-        assert start >= end, "two processes held the simulated card at once"
+        assert start >= end, "two processes had the simulated card at once"
     device = SimulatedDevice(path=path)
     counters = device.counters()
     device.close()
-    assert counters.batches == 20
+    assert counters.batches == 20 and counters.busy_ns == 20 * 10_000_000
     # Serialized: the card's busy time never exceeds the wall time it covered.
     assert counters.busy_ns <= spans[-1][1] - spans[0][0]
+
+
+def test_token_estimate_counts_words_and_the_two_markers() -> None:
+    assert approx_tokens("a short text") == 5
+    assert approx_tokens("word " * 1000) == 256  # truncated like the model
 
 
 def test_backend_answers_right_shaped_outputs(tmp_path: Path) -> None:

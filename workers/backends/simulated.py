@@ -7,19 +7,20 @@ figures (docs/scaling.md, "The simulated accelerator", gives the sources and
 the conversions). Outputs have the real models' shape (a 384-d unit vector
 per text, empty OCR text), so results flow end to end like the null model's.
 
-One simulated GPU is one **device file**. Its exclusive `flock` is the GPU:
+One simulated GPU is one **device file** holding the card's timeline:
 every worker process that names the same file (`SLUICEGATE_SIMULATED__DEVICE_FILE`)
-takes the lock for the whole of each batch, so batches from all the
-processes on that card run one after another, as kernels of separate CUDA
-contexts time-slice on a GPU without MPS. The file also holds the card's
-counters (modelled busy time, held time, batches, items), updated under the
-same lock, so any process can read how busy the card was: that is the
-utilisation the benchmark reports (`ops/bench/simulated.py`).
+queues its batches on it under an exclusive `flock`, so batches from all
+the processes on that card run one after another (a batch starts when the
+card is free), as kernels of separate CUDA contexts time-slice on a GPU
+without MPS. The file also holds the card's totals (modelled busy time,
+batches, items), so any process can read how busy the card was: that is
+the utilisation the benchmark reports (`ops/bench/simulated.py`).
 
-The lock, the sleep and the counting run in one thread per worker process,
-off the event loop; the pricing (the model's real tokenizer, image headers)
-runs there too, before the lock is taken, as a Triton model would do it in
-its own process before the GPU.
+A first version held the lock for the whole batch in a thread of the
+worker; on this loaded 2-core host the thread's GIL hand-offs (sleep,
+file I/O, unlock) held a 0.4 ms batch for ~30 ms, a cost of the
+simulation, not of the worker. The worker now only reserves its slot and
+awaits its end on the event loop, as it awaits a Triton call.
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ import struct
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from sluicegate.inference.io import ModelInputs, Outputs
 from sluicegate.schemas.catalog import lookup
-from sluicegate.schemas.cost import TokenCounter, image_pixels
+from sluicegate.schemas.cost import MAX_SEQ_TOKENS, image_pixels
 from sluicegate.schemas.errors import WireError
 
 from ..errors import BackendRejected
@@ -52,6 +52,7 @@ __all__ = [
     "LatencyModel",
     "SimulatedBackend",
     "SimulatedDevice",
+    "approx_tokens",
     "padded_cost",
     "utilisation",
 ]
@@ -109,32 +110,44 @@ def padded_cost(costs: Sequence[int]) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceCounters:
-    """A simulated card's totals since its file was created."""
+    """A simulated card's timeline and totals since its file was created."""
 
     busy_ns: int = 0  # modelled batch time (the a + b x cost figures), nanoseconds
-    held_ns: int = 0  # time the lock was really held (>= busy: sleep overshoot on a busy host)
     batches: int = 0
     items: int = 0
+    # When the card finishes the last batch queued on it (time.monotonic_ns()).
+    free_at_ns: int = 0
+    # Results handed back later than their batch's end (the host's timer
+    # resolution and load): time the card may sit idle that is not the worker's doing.
+    late_ns: int = 0
 
-    _FORMAT = struct.Struct("<4q")
+    _FORMAT = struct.Struct("<5q")
 
     def pack(self) -> bytes:
-        return self._FORMAT.pack(self.busy_ns, self.held_ns, self.batches, self.items)
+        return self._FORMAT.pack(
+            self.busy_ns, self.batches, self.items, self.free_at_ns, self.late_ns
+        )
 
     @classmethod
     def unpack(cls, data: bytes) -> DeviceCounters:
         if len(data) < cls._FORMAT.size:
             return cls()  # a new (empty) device file
-        busy, held, batches, items = cls._FORMAT.unpack(data[: cls._FORMAT.size])
-        return cls(busy_ns=busy, held_ns=held, batches=batches, items=items)
+        busy, batches, items, free_at, late = cls._FORMAT.unpack(data[: cls._FORMAT.size])
+        return cls(busy_ns=busy, batches=batches, items=items, free_at_ns=free_at, late_ns=late)
 
-    def plus(self, *, busy_ns: int, held_ns: int, items: int) -> DeviceCounters:
-        return DeviceCounters(
-            busy_ns=self.busy_ns + busy_ns,
-            held_ns=self.held_ns + held_ns,
+    def reserve(self, *, now_ns: int, duration_ns: int, items: int) -> DeviceCounters:
+        """The card with one more batch queued: it starts when the card is free (or now)."""
+        start = max(now_ns, self.free_at_ns)
+        return replace(
+            self,
+            busy_ns=self.busy_ns + duration_ns,
             batches=self.batches + 1,
             items=self.items + items,
+            free_at_ns=start + duration_ns,
         )
+
+    def plus_late(self, late_ns: int) -> DeviceCounters:
+        return replace(self, late_ns=self.late_ns + max(0, late_ns))
 
 
 def utilisation(before: DeviceCounters, after: DeviceCounters, wall_s: float) -> float:
@@ -147,8 +160,13 @@ def utilisation(before: DeviceCounters, after: DeviceCounters, wall_s: float) ->
 class SimulatedDevice:
     """One simulated GPU, shared by every process that opens the same file.
 
-    `run` is blocking (call it off the event loop); `counters` may be read by
-    any process at any time (it waits for the batch in progress).
+    The file holds the card's timeline (`DeviceCounters`). `reserve` queues a
+    batch on it under an exclusive `flock` held for one read and one write:
+    the batch starts when every batch queued before it, by any process, has
+    finished, as kernels of separate CUDA contexts queue on a GPU without
+    MPS. Nothing sleeps under the lock: the caller waits for the returned end
+    itself (an `asyncio.sleep` in the worker), so the simulation costs the
+    worker no thread and no GIL hand-offs that a Triton call would not.
     """
 
     def __init__(self, *, path: Path) -> None:
@@ -156,23 +174,27 @@ class SimulatedDevice:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
-    def run(self, seconds: float, *, items: int) -> tuple[int, int]:
-        """Hold the card for `seconds` (after any other process's batch), then count it.
-
-        Returns when the card was held: (start, end) on `time.monotonic_ns()`,
-        a clock all processes of the host share.
-        """
+    def reserve(self, seconds: float, *, items: int) -> tuple[int, int]:
+        """Queue a batch of `seconds` on the card; its (start, end) on `time.monotonic_ns()`,
+        a clock every process of the host shares."""
+        duration = math.ceil(seconds * 1e9)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            start = time.monotonic_ns()
-            deadline = start + math.ceil(seconds * 1e9)
-            while (left := deadline - time.monotonic_ns()) > 0:
-                time.sleep(left / 1e9)
-            held = time.monotonic_ns() - start
-            counters = DeviceCounters.unpack(os.pread(self._fd, 64, 0))
-            total = counters.plus(busy_ns=math.ceil(seconds * 1e9), held_ns=held, items=items)
-            os.pwrite(self._fd, total.pack(), 0)
-            return start, start + held
+            before = DeviceCounters.unpack(os.pread(self._fd, 64, 0))
+            after = before.reserve(now_ns=time.monotonic_ns(), duration_ns=duration, items=items)
+            os.pwrite(self._fd, after.pack(), 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return after.free_at_ns - duration, after.free_at_ns
+
+    def record_late(self, late_ns: int) -> None:
+        """Count how long after its end a batch's results were handed back."""
+        if late_ns <= 0:
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            counters = DeviceCounters.unpack(os.pread(self._fd, 64, 0)).plus_late(late_ns)
+            os.pwrite(self._fd, counters.pack(), 0)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -209,37 +231,21 @@ class SimulatedBackend:
         self._device = device
         self._kind = kind
         self._scale = time_scale
-        self._counter: TokenCounter | None = None
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sg-simulated")
 
     async def infer(
         self, model: str, batch: Sequence[ModelInputs], *, version: str = ""
     ) -> list[Outputs]:
         latency = latency_model(model, self._kind)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._run, model, latency, list(batch))
-
-    def _run(self, model: str, latency: LatencyModel, batch: list[ModelInputs]) -> list[Outputs]:
-        tokens, costs = self._price(model, batch)
-        self._device.run(self._scale * latency.seconds(padded_cost(costs)), items=len(batch))
+        tokens, costs = _price(model, batch)
+        seconds = self._scale * latency.seconds(padded_cost(costs))
+        _, end = self._device.reserve(seconds, items=len(batch))
+        await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
+        self._device.record_late(time.monotonic_ns() - end)
         if model == "text-embed":
             return [{"embedding": _UNIT, "tokens": n} for n in tokens]
         if model == "ocr":
             return [{"text": "", "score": 0.0, "lines": []} for _ in batch]
         return [{"ocr_text": "", "similarity": 0.0} for _ in batch]
-
-    def _price(self, model: str, batch: list[ModelInputs]) -> tuple[list[int], list[int]]:
-        """Tokens and cost per input, counted the way the worker prices requests."""
-        spec = lookup(model)
-        if self._counter is None:
-            self._counter = TokenCounter()
-        try:
-            tokens = [sum(self._counter.count(item.texts)) for item in batch]
-            pixels = [sum(image_pixels(img) for img in item.images) for item in batch]
-        except WireError as exc:
-            raise BackendRejected(f"{exc.code}: {exc}") from exc
-        costs = [spec.cost(tokens=t, pixels=p) for t, p in zip(tokens, pixels, strict=True)]
-        return tokens, costs
 
     async def model_version(self, model: str) -> str:
         return f"simulated-{self._kind}"
@@ -250,5 +256,27 @@ class SimulatedBackend:
         return ServedVariants(model=model, variants=[variant], default_version=version)
 
     async def close(self) -> None:
-        self._thread.shutdown(wait=True, cancel_futures=True)
         self._device.close()
+
+
+def approx_tokens(text: str) -> int:
+    """Word pieces of `text`, estimated: its words plus [CLS] and [SEP], capped like the model.
+
+    Not the model's tokenizer on purpose: the worker has already counted the
+    real tokens once to price the request, and a Triton model would count
+    them again in its own process, not in the worker's. On the benchmark's
+    text mix the estimate sums to 88 % of the real count (9,466 vs 10,710).
+    """
+    return min(MAX_SEQ_TOKENS, 2 + len(text.split()))
+
+
+def _price(model: str, batch: Sequence[ModelInputs]) -> tuple[list[int], list[int]]:
+    """Tokens and cost per input (images: the detector's pixels, read from the header)."""
+    spec = lookup(model)
+    tokens = [sum(approx_tokens(t) for t in item.texts) for item in batch]
+    try:
+        pixels = [sum(image_pixels(img) for img in item.images) for item in batch]
+    except WireError as exc:
+        raise BackendRejected(f"{exc.code}: {exc}") from exc
+    costs = [spec.cost(tokens=t, pixels=p) for t, p in zip(tokens, pixels, strict=True)]
+    return tokens, costs
