@@ -16,6 +16,7 @@ import numpy as np
 
 from .points import Point
 from .run import BenchResult
+from .simulated import headline, report_lines
 
 __all__ = ["ratios", "write_report"]
 
@@ -62,6 +63,8 @@ def ratios(result: BenchResult) -> dict[str, object]:
         out["router_vs_worker_peak"] = _ratio(router.get("router_rps", 0.0), peak)
     if result.pools:
         out["two_pools_vs_cpu"] = result.pools.get("two_pool_over_cpu", 0.0)
+    if result.simulated:
+        out["simulated_gpu"] = headline(result.simulated)
     return out
 
 
@@ -140,6 +143,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
         "relay": result.relay,
         "router": result.router,
         "pools": result.pools,
+        "simulated": result.simulated,
         "config": result.config,
         "machine": {"cpus": _cpus(), "python": platform.python_version()},
         "points": [p.as_json() for p in result.points],
@@ -197,6 +201,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
             f"over {p['requests']:.0f} mixed texts through the router: "
             f"{p['two_pool_over_cpu']:.2f}x; both pools share this machine's cores"
         )
+    lines += report_lines(result.simulated)
     lines += ["", "## Every point", "", *_table(result.points), "", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots]
     (out / "report.md").write_text("\n".join(lines) + "\n")

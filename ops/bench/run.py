@@ -9,6 +9,7 @@ Modes (each at the same offered loads, same seeded request mix):
     count-N     (d) count-based batching (max N + delay, arrival order), through Kafka
     null/relay  (e) the null-model worker vs a bare aiokafka relay draining a backlog
     pools       (f) CPU + the a100 stand-in vs the CPU pool alone, via the router (pools.py)
+    simulated   (g) 1, 2, ... workers on one simulated H100/A100: records/s, utilisation
 
 Offered loads are fractions of the direct path's capacity, measured first in
 the same run by sending a backlog all at once.
@@ -41,6 +42,7 @@ from .points import Point
 from .pools import bench_pools
 from .relay import count_outputs, produce_backlog
 from .router_relay import bench_router_vs_relay
+from .simulated import bench_simulated
 from .workload import Workload, image_workload, poisson_arrivals, text_workload
 
 __all__ = ["BenchConfig", "BenchResult", "run_bench"]
@@ -67,6 +69,7 @@ class BenchResult:
     relay: dict[str, float] = field(default_factory=dict)
     router: dict[str, float] = field(default_factory=dict)
     pools: dict[str, float] = field(default_factory=dict)  # (f) two pools vs CPU alone
+    simulated: dict[str, float] = field(default_factory=dict)  # (g) simulated GPU (simulated.py)
     config: dict[str, object] = field(default_factory=dict)
 
 
@@ -181,6 +184,7 @@ async def run_bench(
         tick("router vs relay", count, count)
         args = (workloads[0], kafka, triton_url, cfg.cache_dir, state)
         result.pools = await bench_pools(*args, quick=cfg.quick, say=say)
+        result.simulated = await bench_simulated(kafka, state, quick=cfg.quick, say=say)
     return result
 
 

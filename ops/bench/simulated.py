@@ -39,7 +39,13 @@ from sluicegate.workers.backends.simulated import DeviceCounters, SimulatedDevic
 from .relay import count_outputs, produce_backlog
 from .workload import text_workload
 
-__all__ = ["bench_simulated", "needed_processes", "steady_utilisation"]
+__all__ = [
+    "bench_simulated",
+    "headline",
+    "needed_processes",
+    "report_lines",
+    "steady_utilisation",
+]
 
 Say = Callable[[str], None]
 GOAL = 0.9  # the card busy this share of the time counts as saturated
@@ -198,3 +204,42 @@ async def _workers(
         yield
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop, grace=60) for p in started))
+
+
+def report_lines(sim: dict[str, float]) -> list[str]:
+    """report.md's section on the simulated cards (empty when the run had none)."""
+    if not sim:
+        return []
+    lines = ["", "## Capacity planning: one simulated GPU", ""]
+    lines.append(
+        f"Backlogs of {sim['simulated_records']:.0f} texts drained by 1, 2, ... worker "
+        "processes sharing one simulated card (workers/backends/simulated.py; latency "
+        "figures and sources in docs/scaling.md). Utilisation: the card's modelled busy "
+        "time over the wall time of the steady middle of the drain."
+    )
+    lines += ["", "| card | processes | records/s | card utilisation |", "|---|---:|---:|---:|"]
+    for kind in ("h100", "a100"):
+        for procs in range(1, int(sim.get(f"{kind}_procs_run", 0)) + 1):
+            lines.append(
+                f"| {kind} | {procs} | {sim[f'{kind}_rps_{procs}p']:,.0f} "
+                f"| {sim[f'{kind}_util_{procs}p']:.1%} |"
+            )
+    lines.append("")
+    for kind in ("h100", "a100"):
+        if f"{kind}_card_rps" not in sim:
+            continue
+        lines.append(
+            f"- {kind}: the card runs {sim[f'{kind}_card_rps']:,.0f} records/s at this batch "
+            f"shape (mean batch {sim[f'{kind}_mean_batch']:.0f}); one process keeps it "
+            f"{sim[f'{kind}_util_1p']:.1%} busy, so >= {GOAL:.0%} takes about "
+            f"{sim.get(f'{kind}_procs_needed', float('nan')):.0f} worker processes "
+            f"(best measured here: {sim[f'{kind}_best_util']:.1%} with "
+            f"{sim[f'{kind}_procs_run']:.0f}; this host's cores bound the rest)"
+        )
+    return lines
+
+
+def headline(sim: dict[str, float]) -> dict[str, float]:
+    """The figures report.md's headline table carries."""
+    keys = ("h100_util_1p", "h100_best_util", "h100_procs_needed", "h100_rps_1p")
+    return {k: sim[k] for k in keys if k in sim}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sluicegate.inference.io import ModelInputs
+from sluicegate.ops.bench.simulated import needed_processes, steady_utilisation
 from sluicegate.workers.backends.simulated import (
     LATENCY,
     DeviceCounters,
@@ -136,3 +137,21 @@ def test_backend_answers_right_shaped_outputs(tmp_path: Path) -> None:
         await backend.close()
 
     asyncio.run(run())
+
+
+def test_steady_utilisation_leaves_out_the_start_and_the_tail() -> None:
+    # Idle while workers start, then 90 % busy for 2 s, then the drain's tail.
+    samples = [(0.0, 0), (1.0, 0), (1.5, 100_000_000), (2.5, 1_000_000_000), (3.5, 1_900_000_000)]
+    samples += [(4.0, 2_000_000_000), (5.0, 2_000_000_000)]
+    assert steady_utilisation(samples) == pytest.approx(0.9)
+    # Too short to leave anything out: the whole span.
+    assert steady_utilisation([(0.0, 0), (2.0, 1_000_000_000)]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="two samples"):
+        steady_utilisation([(0.0, 0)])
+
+
+def test_processes_needed_to_fill_a_card() -> None:
+    assert needed_processes(card_rps=10_000, process_rps=1_000) == 9  # 90 % of 10 x
+    assert needed_processes(card_rps=500, process_rps=1_000) == 1
+    with pytest.raises(ValueError, match="answers nothing"):
+        needed_processes(card_rps=10_000, process_rps=0)
