@@ -3,10 +3,10 @@
 For each simulated card (H100, then A100 unless quick): 1, 2, 3, ...
 `sluicegate worker --pool a100` processes share ONE simulated card (one
 device file) and drain the same backlog of the text mix through Kafka.
-Each round reports records/s (broker timestamps of the results, first to
-last) and how busy the card was (modelled busy time / wall time over the
-steady middle of the drain), and stops once the card is >= 90 % busy or a
-further process gains less than 2 points. From the one-process round it
+Each round reports records/s and how busy the card was (modelled busy
+time / wall time), both over the steady middle of the drain, and stops
+once the card is >= 90 % busy or a further process gains less than 2
+points. From the one-process round it
 also reports what the card could do at that batch shape (items / busy time)
 and so how many worker processes a card needs: the figure to set
 `sluicegate up --workers-per-device` and the compose / k8s replicas to.
@@ -44,7 +44,7 @@ __all__ = [
     "headline",
     "needed_processes",
     "report_lines",
-    "steady_utilisation",
+    "steady_rates",
 ]
 
 Say = Callable[[str], None]
@@ -53,24 +53,26 @@ _POOL = "a100"  # the GPU budgets (256 texts, 65,536 padded tokens per batch)
 _PARTITIONS = 6  # more than the most processes a round runs
 
 
-def steady_utilisation(samples: Sequence[tuple[float, int]]) -> float:
-    """Busy share of the wall time between the first and the last change of the counter.
+def steady_rates(samples: Sequence[tuple[float, int, int]]) -> tuple[float, float]:
+    """(card utilisation, records/s) between the first and the last change of the card.
 
-    `samples`: (seconds, busy nanoseconds) read every fraction of a second
-    while the backlog drains. The first and last intervals in which the
+    `samples`: (seconds, busy nanoseconds, items) read every fraction of a
+    second while the backlog drains. The first and last intervals in which the
     card changed state (workers starting, the tail of the backlog) are left
-    out, so the figure is the card's utilisation at saturation.
+    out, so both figures are the ones at saturation.
     """
     if len(samples) < 2:
         raise ValueError("need at least two samples of the device counters")
     busy0, busy_end = samples[0][1], samples[-1][1]
-    moving = [i for i, (_, b) in enumerate(samples) if busy0 < b < busy_end]
+    moving = [i for i, (_, b, _) in enumerate(samples) if busy0 < b < busy_end]
     if len(moving) >= 2 and samples[moving[-1]][0] > samples[moving[0]][0]:
         i, j = moving[0], moving[-1]
     else:  # a drain too short to leave out its edges
         i, j = 0, len(samples) - 1
-    (t0, b0), (t1, b1) = samples[i], samples[j]
-    return (b1 - b0) / 1e9 / (t1 - t0) if t1 > t0 else 0.0
+    (t0, b0, n0), (t1, b1, n1) = samples[i], samples[j]
+    if t1 <= t0:
+        return 0.0, 0.0
+    return (b1 - b0) / 1e9 / (t1 - t0), (n1 - n0) / (t1 - t0)
 
 
 def needed_processes(*, card_rps: float, process_rps: float, goal: float = GOAL) -> int:
@@ -133,32 +135,36 @@ async def _round(
     device_file = state / "simulated" / f"{tag}.dev"
     device = SimulatedDevice(path=device_file)
     try:
-        samples: list[tuple[float, int]] = []
+        samples: list[tuple[float, int, int]] = []
         stop = asyncio.Event()
 
         async def sample() -> None:
             while True:
                 counters = await asyncio.to_thread(device.counters)
-                samples.append((time.monotonic(), counters.busy_ns))
+                samples.append((time.monotonic(), counters.busy_ns, counters.items))
                 if stop.is_set():
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)
 
-        # Every process joins the group first, then the backlog arrives: a
-        # process that joined late would find the backlog drained by the others.
-        async with _workers(kafka, topics, tag, kind, device_file, procs, state):
-            sampler = asyncio.create_task(sample())
-            try:
-                await produce_backlog(kafka, topics.work("text-embed", _POOL), values)
-                _, rps = await count_outputs(
+        # The backlog first, so that nothing else (this process producing it)
+        # competes with the workers for the host's cores while they drain it;
+        # the processes start together and the steady window leaves out their
+        # ramp (the first to join drains alone until the others are in).
+        await produce_backlog(kafka, topics.work("text-embed", _POOL), values)
+        sampler = asyncio.create_task(sample())
+        try:
+            async with _workers(kafka, topics, tag, kind, device_file, procs, state):
+                seen, _ = await count_outputs(
                     kafka, topics.results, expected=len(values), timeout_s=300
                 )
-            finally:
-                stop.set()
-                await sampler
-        counters = await asyncio.to_thread(device.counters)
-        return rps, steady_utilisation(samples), counters
+        finally:
+            stop.set()
+            await sampler
+        if seen < len(values):
+            raise RuntimeError(f"simulated {kind}: {seen} of {len(values)} requests answered")
+        util, rps = steady_rates(samples)
+        return rps, util, await asyncio.to_thread(device.counters)
     finally:
         device.close()
         await delete_topics(kafka, created)
@@ -185,14 +191,15 @@ async def _workers(
         PYTHONUNBUFFERED="1",
         **topics.as_env(),
     )
-    started: list[ManagedProcess] = []
+    started: list[tuple[ManagedProcess, Path]] = []
     try:
-        for i in range(procs):
+        for i in range(procs):  # all at once, then wait for each
             proc = ManagedProcess(name=f"sim-{kind}-{procs}-{i}", state_dir=state / "simulated")
             ready = state / "simulated" / f"{tag}-{i}.ready"
             argv = [sys.executable, "-m", "sluicegate", "worker", "--model", "text-embed"]
             proc.start([*argv, "--pool", _POOL, "--ready-file", str(ready)], env=env)
-            started.append(proc)
+            started.append((proc, ready))
+        for i, (proc, ready) in enumerate(started):
             await asyncio.to_thread(
                 wait_until,
                 ready.exists,
@@ -203,7 +210,7 @@ async def _workers(
             )
         yield
     finally:
-        await asyncio.gather(*(asyncio.to_thread(p.stop, grace=60) for p in started))
+        await asyncio.gather(*(asyncio.to_thread(p.stop, grace=60) for p, _ in started))
 
 
 def report_lines(sim: dict[str, float]) -> list[str]:

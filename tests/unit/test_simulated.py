@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sluicegate.inference.io import ModelInputs
-from sluicegate.ops.bench.simulated import needed_processes, steady_utilisation
+from sluicegate.ops.bench.simulated import needed_processes, steady_rates
 from sluicegate.workers.backends.simulated import (
     LATENCY,
     DeviceCounters,
@@ -139,15 +139,17 @@ def test_backend_answers_right_shaped_outputs(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
-def test_steady_utilisation_leaves_out_the_start_and_the_tail() -> None:
-    # Idle while workers start, then 90 % busy for 2 s, then the drain's tail.
-    samples = [(0.0, 0), (1.0, 0), (1.5, 100_000_000), (2.5, 1_000_000_000), (3.5, 1_900_000_000)]
-    samples += [(4.0, 2_000_000_000), (5.0, 2_000_000_000)]
-    assert steady_utilisation(samples) == pytest.approx(0.9)
+def test_steady_rates_leave_out_the_start_and_the_tail() -> None:
+    # Idle while workers start, then 90 % busy at 1,000 records/s for 2 s, then the tail.
+    ms = 1_000_000
+    samples = [(0.0, 0, 0), (1.0, 0, 0), (1.5, 100 * ms, 10), (2.5, 1000 * ms, 1010)]
+    samples += [(3.5, 1900 * ms, 2010), (4.0, 2000 * ms, 2100), (5.0, 2000 * ms, 2100)]
+    util, rps = steady_rates(samples)
+    assert util == pytest.approx(0.9) and rps == pytest.approx(1000)
     # Too short to leave anything out: the whole span.
-    assert steady_utilisation([(0.0, 0), (2.0, 1_000_000_000)]) == pytest.approx(0.5)
+    assert steady_rates([(0.0, 0, 0), (2.0, 1000 * ms, 50)]) == pytest.approx((0.5, 25))
     with pytest.raises(ValueError, match="two samples"):
-        steady_utilisation([(0.0, 0)])
+        steady_rates([(0.0, 0, 0)])
 
 
 def test_processes_needed_to_fill_a_card() -> None:
