@@ -36,7 +36,7 @@ async def test_a_worker_on_a_simulated_card_answers_end_to_end(
         results = await client.submit_many(_requests("solo", 20), timeout=60)
     assert [r.status for r in results] == [Status.OK] * 20
     assert all(len(r.outputs["embedding"]) == 384 for r in results)
-    assert {r.model_version for r in results} == {"simulated-h100"}
+    assert {(r.model_version, r.device_kind) for r in results} == {("1", "simulated-h100")}
     card = SimulatedDevice(path=path)
     counters = card.counters()
     card.close()

@@ -133,7 +133,9 @@ def test_backend_answers_right_shaped_outputs(tmp_path: Path) -> None:
         assert all(o["tokens"] > 2 for o in out)
         with pytest.raises(BackendRejected, match="no latency figures"):
             await backend.infer("no-such-model", texts)
-        assert (await backend.variants("text-embed")).default_version == "simulated-h100"
+        served = await backend.variants("text-embed")
+        assert served.default_version == "1" and served.versions == ["1", "2"]
+        assert {v.device_kind for v in served.variants} == {"simulated-h100"}
         await backend.close()
 
     asyncio.run(run())

@@ -216,6 +216,9 @@ def private_device_file(kind: DeviceKind) -> Path:
     return Path(name)
 
 
+# What the simulated card answers for: the versions the cpu target serves
+# (ops/models/versions.py); the latency model is the same for each.
+_VERSIONS = ("1", "2")
 _EMBED_DIM = 384
 # One shared unit vector: the right shape and norm, built once (outputs are only read).
 _UNIT = [1.0 / math.sqrt(_EMBED_DIM)] * _EMBED_DIM
@@ -248,12 +251,17 @@ class SimulatedBackend:
         return [{"ocr_text": "", "similarity": 0.0} for _ in batch]
 
     async def model_version(self, model: str) -> str:
-        return f"simulated-{self._kind}"
+        return lookup(model).version
 
     async def variants(self, model: str) -> ServedVariants:
-        version = f"simulated-{self._kind}"
-        variant = Variant(version=version, precision="", triton_model=model)
-        return ServedVariants(model=model, variants=[variant], default_version=version)
+        """Versions 1 and 2, the ones the stack's routes name (the router always sends
+        one), at the card's fp16; results say `device_kind: simulated-<card>`."""
+        device = f"simulated-{self._kind}"
+        variants = [
+            Variant(version=v, precision="fp16", triton_model=model, device_kind=device)
+            for v in _VERSIONS
+        ]
+        return ServedVariants(model=model, variants=variants, default_version=lookup(model).version)
 
     async def close(self) -> None:
         self._device.close()
