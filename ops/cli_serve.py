@@ -45,7 +45,9 @@ def worker(
     shows waiting-for-triton).
 
     SLUICEGATE_BACKEND=onnxruntime runs the model in this process instead of
-    Triton; SLUICEGATE_TRITON__TRANSPORT=grpc|shm picks how inputs reach Triton.
+    Triton; SLUICEGATE_BACKEND=simulated against a modelled H100/A100
+    (SLUICEGATE_SIMULATED__DEVICE, __DEVICE_FILE: docs/scaling.md);
+    SLUICEGATE_TRITON__TRANSPORT=grpc|shm picks how inputs reach Triton.
     """
     from sluicegate.workers.config import WorkerSettings
     from sluicegate.workers.engine import Worker

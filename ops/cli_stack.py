@@ -35,6 +35,16 @@ def up(
             "second Triton serving the a100 target's models, its own workers and work topics.",
         ),
     ] = None,
+    workers_per_device: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes per model on the device, in one consumer group. One "
+            "Python process cannot keep a fast GPU busy: docs/scaling.md says how many a card "
+            "needs (`sluicegate bench` measures it against a simulated H100/A100; with "
+            "SLUICEGATE_BACKEND=simulated they share one simulated card).",
+        ),
+    ] = 1,
 ) -> None:
     """Start Kafka, Triton and one worker per model in the background (state in .state/).
 
@@ -48,6 +58,8 @@ def up(
     settings = StackSettings()
     if observability:
         settings = settings.model_copy(update={"observability": True})
+    if workers_per_device != 1:
+        settings = settings.model_copy(update={"workers_per_device": workers_per_device})
     stack = LocalStack(settings, progress=console.log)
     try:
         stack.up(models=model, pools=pools)

@@ -76,6 +76,21 @@ class BatchSettings(BaseModel):
     strategy: Literal["budget", "count"] | None = None
 
 
+class SimulatedSettings(BaseModel):
+    """The simulated accelerator (`backend: simulated`, workers/backends/simulated.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Which card's published latency figures to run at.
+    device: Literal["a100", "h100"] = "h100"
+    # The file that is one simulated GPU: workers naming the same file share it
+    # (their batches serialize). None: a card of this process alone.
+    device_file: Path | None = None
+    # Multiplies every batch's latency: a slower card for what-if sizing, or
+    # batches long enough for a test to see them queue for the card.
+    time_scale: float = Field(default=1.0, gt=0)
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLUICEGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
@@ -84,8 +99,10 @@ class WorkerSettings(BaseSettings):
     model: str = "text-embed"
     pool: str = "cpu"
     # What runs the model: Triton over gRPC, ONNX Runtime inside this process
-    # (no server), or "null" (answers at once; measures the engine itself).
-    backend: Literal["triton", "onnxruntime", "null"] = "triton"
+    # (no server), "null" (answers at once; measures the engine itself) or
+    # "simulated" (a GPU modelled from published latencies; capacity planning).
+    backend: Literal["triton", "onnxruntime", "null", "simulated"] = "triton"
+    simulated: SimulatedSettings = SimulatedSettings()
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     triton: TritonSettings = TritonSettings()

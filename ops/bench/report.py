@@ -20,6 +20,7 @@ from sluicegate.ops.models.bench_repository import DYNAMIC
 from .figures import Figure, capacity, point_figures, ratio, sample_figures, spread
 from .points import Point
 from .run import BenchResult
+from .simulated import headline, report_lines
 
 __all__ = ["figures", "headline_table", "ratios", "write_report"]
 
@@ -50,6 +51,8 @@ def ratios(result: BenchResult, figs: Sequence[Figure] | None = None) -> dict[st
         # The router must outrun the workers it feeds (issue: >= 3x the pool's peak).
         peak = max((capacity(result.points, "text", m) for m in ("budget", "direct")), default=0.0)
         out["router_vs_worker_peak"] = ratio(router.get("router_rps", 0.0), peak)
+    if result.simulated:
+        out["simulated_gpu"] = headline(result.simulated)
     return out
 
 
@@ -269,10 +272,6 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
             "the image workers' budget modes a `sluicegate tune` result instead).",
             "",
         ]
-    if result.simulated:
-        lines += ["## Simulated accelerator", ""]
-        lines += [f"- `{k}`: {v:,.3g}" for k, v in result.simulated.items()]
-        lines.append("")
     lines += ["## Capacity and memory", ""]
     lines += [
         f"- direct-path capacity, {w}: {r:.1f} requests/s" for w, r in result.capacity_rps.items()
@@ -308,6 +307,7 @@ def write_report(result: BenchResult, out: Path, *, command: str) -> dict[str, o
             f"over {p['requests']:.0f} mixed texts through the router (medians over rounds); "
             "both pools share this machine's cores"
         )
+    lines += report_lines(result.simulated)
     lines += ["", "## Every point", "", *_table(result.points), "", "## Plots", ""]
     lines += [f"![{name}]({name})" for name in plots]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -13,6 +13,7 @@ Modes (each at the same offered loads, same seeded request mix):
     null/relay      (e) the null-model worker vs a bare aiokafka relay draining a backlog
     router/relay        the ingress router vs a bare relay (router_relay.py)
     pools           (f) CPU + the a100 stand-in vs the CPU pool alone, via the router (pools.py)
+    simulated       (h) 1, 2, ... workers on one simulated H100/A100: records/s, utilisation
 
 Offered loads are fractions of the direct path's capacity, measured first in
 the same run by sending a backlog all at once. Run order must not decide a
@@ -45,6 +46,7 @@ from .points import Point
 from .pools import bench_pools
 from .router_relay import bench_router_vs_relay
 from .servers import environ, local_servers
+from .simulated import bench_simulated
 from .workload import Workload, image_workload, poisson_arrivals, text_workload
 
 __all__ = ["TUNED_ENV", "BenchConfig", "BenchResult", "run_bench"]
@@ -86,7 +88,7 @@ class BenchResult:
     # Per-round values of the figures not computed from points: null_vs_relay,
     # router_vs_relay, router_eos_vs_relay, two_pools_vs_cpu.
     samples: dict[str, list[float]] = field(default_factory=dict)
-    # i16e: ops/bench/simulated.py::bench_simulated(...) (simulated accelerator figures).
+    # (h) the simulated GPU (simulated.py): records/s, utilisation, processes needed.
     simulated: dict[str, float] = field(default_factory=dict)
     # quick, seed, transport, rounds, tuned_file, load_start/load_end (1/5/15 min), wall_s.
     config: dict[str, object] = field(default_factory=dict)
@@ -184,7 +186,7 @@ async def run_bench(
         result.pools, result.samples["two_pools_vs_cpu"] = await bench_pools(
             *args, quick=cfg.quick, say=say, rounds=rounds
         )
-        # i16e: result.simulated = bench_simulated(...) goes here.
+        result.simulated = await bench_simulated(kafka, state, quick=cfg.quick, say=say)
     result.config["load_end"] = _load()
     result.config["wall_s"] = round(time.monotonic() - began, 1)
     return result

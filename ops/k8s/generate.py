@@ -14,6 +14,20 @@ for every pool even before it ran a batch) through a `prometheus` trigger,
 1 replica per `COST_THRESHOLD` waiting, at most one per partition; see
 docs/scaling.md. The router is told every pool and routes only to those
 whose work topic has a live consumer, which is why pools keep one replica.
+
+Several workers per GPU: one Python worker process cannot keep a fast card
+busy (docs/scaling.md, "Workers per GPU": `sluicegate bench` measures it
+against a simulated H100/A100), so a GPU pod runs `workers_per_gpu` worker
+containers (`worker`, `worker-2`, ...) in one consumer group, all calling the
+pod's one Triton on localhost. Only Triton holds the `nvidia.com/gpu`; the
+workers are its clients and need no share of the card, so neither MPS nor
+the device plugin's time-slicing is involved: Triton runs their batches on
+its model instances, one after another per instance. (Time-slicing or MPS,
+which advertise one card as several `nvidia.com/gpu`, would instead put
+several *Triton pods* on one card: time-slicing without memory isolation,
+MPS with per-client limits; not needed here and not used.) Each worker
+container is one consumer, so the GPU work topics get
+`workers_per_gpu x max_replicas` partitions (ops/k8s/topics.yaml).
 """
 
 from __future__ import annotations
@@ -38,7 +52,11 @@ POOLS: dict[str, dict[str, Any]] = {
         "gpu": "nvidia.com/gpu",
         "node_selector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
         "triton_args": ["--model-config-name=a100"],
-        "max_replicas": 12,  # = partitions of the work topic (ops/k8s/topics.yaml)
+        "max_replicas": 12,  # pods; x workers_per_gpu = partitions of the work topic
+        # Worker processes feeding the pod's GPU. The simulated-H100 bench asks for far
+        # more for short texts (docs/scaling.md); the node's CPUs per GPU bound it:
+        # 4 x 2 CPUs requested = 8 of an 8-GPU node's ~12-16 per GPU.
+        "workers_per_gpu": 4,
     },
     "mi200": {
         "triton_image": "sluicegate:rocm",  # Dockerfile with ORT_PACKAGE=onnxruntime-rocm
@@ -46,6 +64,7 @@ POOLS: dict[str, dict[str, Any]] = {
         "node_selector": {"amd.com/gpu.product-name": "AMD_Instinct_MI250X"},
         "triton_args": ["--model-config-name=mi200"],
         "max_replicas": 12,
+        "workers_per_gpu": 4,
     },
     "cpu": {
         "triton_image": IMAGE,  # pytriton's server, Python backend, ONNX Runtime on CPU
@@ -53,6 +72,7 @@ POOLS: dict[str, dict[str, Any]] = {
         "node_selector": {},
         "triton_args": [],
         "max_replicas": 12,
+        "workers_per_gpu": 1,  # a CPU pod's Triton is as slow as its worker
     },
 }
 # Cost one replica should hold before KEDA adds another: 2,000 requests of
@@ -172,38 +192,10 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
                                 {"name": "dshm", "mountPath": "/dev/shm"},
                             ],
                         },
-                        {
-                            "name": "worker",
-                            "image": IMAGE,
-                            "args": [
-                                *("worker", "--model", model, "--pool", pool),
-                                *("--ready-file", f"{PROBE_DIR}/ready"),
-                                *("--heartbeat-file", f"{PROBE_DIR}/alive"),
-                            ],
-                            "env": env,
-                            # Ready: joined its group (after Triton answered; the triton
-                            # container's own probe gates the pod too) and the loop runs.
-                            "readinessProbe": _exec_probe(
-                                f"test -f {PROBE_DIR}/ready && {_fresh(HEARTBEAT_STALE_S)}",
-                                period_s=5,
-                                failures=3,
-                            ),
-                            # Alive: the event loop touched its heartbeat recently (every
-                            # 5 s, also while it waits for Triton); a stuck loop is restarted.
-                            "livenessProbe": _exec_probe(
-                                _fresh(HEARTBEAT_STALE_S * 2), period_s=10, failures=3
-                            ),
-                            "volumeMounts": [{"name": "probes", "mountPath": PROBE_DIR}],
-                            "ports": [{"name": "metrics", "containerPort": 9464}],
-                            "resources": {
-                                "requests": {"cpu": "2", "memory": "2Gi"},
-                                "limits": {"memory": "4Gi"},
-                            },
-                            # Let endpoints and the group settle before the drain starts.
-                            "lifecycle": {
-                                "preStop": {"exec": {"command": ["sleep", str(PRESTOP_S)]}}
-                            },
-                        },
+                        *(
+                            _worker_container(model, pool, i, env)
+                            for i in range(p["workers_per_gpu"])
+                        ),
                     ],
                     "volumes": [
                         {"name": "models", "emptyDir": {}},
@@ -215,11 +207,59 @@ def _deployment(model: str, pool: str, p: dict[str, Any]) -> dict[str, Any]:
                             },
                         },
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}},
-                        {"name": "probes", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        *(
+                            {
+                                "name": _probes(i),
+                                "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"},
+                            }
+                            for i in range(p["workers_per_gpu"])
+                        ),
                     ],
                 },
             },
         },
+    }
+
+
+def _probes(i: int) -> str:
+    """The probe-file volume of worker container `i` (each has its own ready/alive files)."""
+    return "probes" if i == 0 else f"probes-{i + 1}"
+
+
+def _worker_container(model: str, pool: str, i: int, env: list[dict[str, str]]) -> dict[str, Any]:
+    """Worker `i` of the pod: `worker`, `worker-2`, ...; one consumer of the pool's group.
+
+    The pod's containers share one network namespace, so each serves its
+    Prometheus metrics on its own port (9464, 9465, ...).
+    """
+    port = 9464 + i
+    return {
+        "name": "worker" if i == 0 else f"worker-{i + 1}",
+        "image": IMAGE,
+        "args": [
+            *("worker", "--model", model, "--pool", pool),
+            *("--ready-file", f"{PROBE_DIR}/ready"),
+            *("--heartbeat-file", f"{PROBE_DIR}/alive"),
+        ],
+        "env": [*env, {"name": "OTEL_EXPORTER_PROMETHEUS_PORT", "value": str(port)}],
+        # Ready: joined its group (after Triton answered; the triton
+        # container's own probe gates the pod too) and the loop runs.
+        "readinessProbe": _exec_probe(
+            f"test -f {PROBE_DIR}/ready && {_fresh(HEARTBEAT_STALE_S)}",
+            period_s=5,
+            failures=3,
+        ),
+        # Alive: the event loop touched its heartbeat recently (every
+        # 5 s, also while it waits for Triton); a stuck loop is restarted.
+        "livenessProbe": _exec_probe(_fresh(HEARTBEAT_STALE_S * 2), period_s=10, failures=3),
+        "volumeMounts": [{"name": _probes(i), "mountPath": PROBE_DIR}],
+        "ports": [{"name": "metrics" if i == 0 else f"metrics-{i + 1}", "containerPort": port}],
+        "resources": {
+            "requests": {"cpu": "2", "memory": "2Gi"},
+            "limits": {"memory": "4Gi"},
+        },
+        # Let endpoints and the group settle before the drain starts.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_S)]}}},
     }
 
 

@@ -84,6 +84,10 @@ class StackSettings(BaseSettings):
     otlp_http_port: int = 4318
     # OTLP/gRPC endpoint the collector forwards to (e.g. a Jaeger), if any.
     otlp_forward: str | None = None
+    # Worker processes per model on the one device (`up --workers-per-device`), in
+    # one consumer group. With SLUICEGATE_BACKEND=simulated they share one simulated
+    # GPU (<state>/simulated/gpu0.dev); docs/scaling.md says how many a card needs.
+    workers_per_device: int = Field(default=1, ge=1)
     # Also serve text-embed v3, a deliberately broken version (fails on ~half
     # of the inputs): the canary the automatic-rollback test routes to.
     rollback_drill: bool = False
@@ -161,11 +165,21 @@ class LocalStack:
         self.supervisor_dir = state / "supervisor"
         self.supervisor = supervisor_process(self.supervisor_dir)
 
-    def worker(self, model: str) -> ManagedProcess:
-        return ManagedProcess(name=f"worker-{model}", state_dir=self.state_dir / "workers")
+    def worker(self, model: str, replica: int = 0) -> ManagedProcess:
+        """Replica 0 is `worker-<model>`; the others `worker-<model>-r<N>`."""
+        name = f"worker-{model}" + (f"-r{replica}" if replica else "")
+        return ManagedProcess(name=name, state_dir=self.state_dir / "workers")
 
-    def ready_file(self, model: str) -> Path:
-        return self.state_dir / "workers" / f"worker-{model}.ready"
+    def ready_file(self, model: str, replica: int = 0) -> Path:
+        return self.state_dir / "workers" / f"{self.worker(model, replica).name}.ready"
+
+    def replicas(self) -> range:
+        """Worker replicas per model of the running stack (its manifest), else the settings'."""
+        try:
+            data = json.loads((self.state_dir / "stack.json").read_text())
+            return range(int(data.get("workers_per_device", 1)))
+        except (OSError, ValueError):
+            return range(self.settings.workers_per_device)
 
     # -- up ---------------------------------------------------------------
 
@@ -178,6 +192,7 @@ class LocalStack:
     ) -> None:
         """Start every part not yet running; on failure stop what this call started."""
         s = self.settings
+        replicas = range(s.workers_per_device)
         models = list(models or s.models)
         pools = parse_pools(pools or s.pools)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -201,20 +216,20 @@ class LocalStack:
             names = default_topics(s.topics) + streams_topics(s.topics)
             asyncio.run(ensure_topics(s.kafka(), names, compacted=compacted_topics(s.topics)))
             if not self.supervisor.is_running():
-                parts = [self._worker_part(m) for m in models]
+                parts = [self._worker_part(m, r) for m in models for r in replicas]
                 parts += self.streams.parts(self._streams_env(pools))
                 self._say(f"starting the supervisor of {', '.join(p.name for p in parts)}")
                 start_supervisor(self.supervisor_dir, parts, _child_env({}))
                 started.append(self.supervisor.stop)
             # A part that dies is restarted meanwhile; one that keeps dying fails `up`.
-            for model in models:
-                self._say(f"waiting for the {model} worker to join its group")
+            for model, r in ((m, r) for m in models for r in replicas):
+                self._say(f"waiting for the {model} worker {r + 1}/{len(replicas)} to join")
                 wait_until(
-                    self.ready_file(model).exists,
+                    self.ready_file(model, r).exists,
                     timeout=120,
-                    what=f"worker {model}",
-                    alive=keeps_trying(self.supervisor_dir, f"worker-{model}"),
-                    log_path=self.worker(model).log_path,
+                    what=f"worker {model} ({r + 1}/{len(replicas)})",
+                    alive=keeps_trying(self.supervisor_dir, self.worker(model, r).name),
+                    log_path=self.worker(model, r).log_path,
                 )
             if "a100" in pools:
                 env = _child_env({"SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers})
@@ -226,8 +241,9 @@ class LocalStack:
                 stop()
             raise
 
-    def _worker_part(self, model: str) -> Part:
+    def _worker_part(self, model: str, replica: int = 0) -> Part:
         s = self.settings
+        proc = self.worker(model, replica)
         extra = {
             "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
             "SLUICEGATE_TRITON__URL": s.triton_url,
@@ -237,15 +253,17 @@ class LocalStack:
             # run-order noise (docs/batching.md).
             "SLUICEGATE_TRITON__TRANSPORT": "shm",
             "SLUICEGATE_TRITON__ADMIN_KEY": self.triton.admin_key(),
+            # Read only with SLUICEGATE_BACKEND=simulated: every worker on the one card.
+            "SLUICEGATE_SIMULATED__DEVICE_FILE": str(self.state_dir / "simulated" / "gpu0.dev"),
         }
         if s.observability:
             port = free_port()
             extra |= otel_env(
                 self.collector.config, service=f"sg-worker-{model}", prometheus_port=port
             )
-            self.metrics_ports[model] = port
+            self.metrics_ports[proc.name.removeprefix("worker-")] = port
         return Part(
-            name=f"worker-{model}",
+            name=proc.name,
             state_dir=self.state_dir / "workers",
             argv=[
                 sys.executable,
@@ -257,10 +275,10 @@ class LocalStack:
                 "--pool",
                 "cpu",
                 "--ready-file",
-                str(self.ready_file(model)),
+                str(self.ready_file(model, replica)),
             ],
             env=extra | {"PYTHONUNBUFFERED": "1"},
-            ready_file=self.ready_file(model),
+            ready_file=self.ready_file(model, replica),
         )
 
     def _streams_env(self, pools: Sequence[str]) -> dict[str, str]:
@@ -291,6 +309,7 @@ class LocalStack:
             "triton_metrics": f"127.0.0.1:{s.triton_metrics_port}",
             "models": list(models),
             "pools": list(pools),
+            "workers_per_device": s.workers_per_device,
             # pid, restarts and last exit of each supervised part (supervisor.py)
             "supervised": str(self.supervisor_dir / PARTS_FILE),
         }
@@ -354,15 +373,17 @@ class LocalStack:
             sup = self.supervisor
             where = f"log {sup.log_path}"
             parts.append(PartStatus("supervisor", sup.pid(), sup.is_running(), where))
-        for model in self.manifest_models():
-            proc = self.worker(model)
+        replicas = self.replicas()
+        for model, r in ((m, r) for m in self.manifest_models() for r in replicas):
+            proc = self.worker(model, r)
             pid = proc.pid()
-            ready = pid is not None and self.ready_file(model).exists()
-            waiting = self.ready_file(model).with_suffix(".waiting")
+            ready = pid is not None and self.ready_file(model, r).exists()
+            waiting = self.ready_file(model, r).with_suffix(".waiting")
             note = describe(supervised.get(proc.name), waiting if pid is not None else None)
             where = f"{s.topics.work(model, 'cpu')}, log {proc.log_path}"
             detail = f"{note}; {where}" if note else where
-            parts.append(PartStatus(f"worker {model}", pid, ready, detail))
+            name = f"worker {model}" + (f" {r + 1}/{len(replicas)}" if len(replicas) > 1 else "")
+            parts.append(PartStatus(name, pid, ready, detail))
         if "a100" in self.manifest_pools():
             parts += [PartStatus(*row) for row in self.standin.status(self.manifest_models())]
         for name in SERVICES:
@@ -380,10 +401,12 @@ class LocalStack:
         stopped = ["supervisor"] if self.supervisor.stop(grace=120) else []
         stopped += self.streams.stop()
         stopped += self.standin.stop(sorted({*self.manifest_models(), *CATALOG}))
+        replicas = range(max(len(self.replicas()), self.settings.workers_per_device))
         for model in sorted({*self.manifest_models(), *CATALOG}):
-            if self.worker(model).stop(grace=45):
-                stopped.append(f"worker {model}")
-            self.ready_file(model).unlink(missing_ok=True)
+            for r in replicas:
+                if self.worker(model, r).stop(grace=45):
+                    stopped.append(f"worker {model}" + (f" r{r}" if r else ""))
+                self.ready_file(model, r).unlink(missing_ok=True)
         if self.triton.stop():
             stopped.append("triton")
         if self.collector.stop():

@@ -61,6 +61,9 @@ async def test_quick_bench_answers_everything_and_writes_its_report(
     assert result.pools["requests"] == 100 and result.pools["cpu_pool_rps"] > 0
     assert result.pools["two_pool_rps"] > 0 and 0 < result.pools["standin_share"] < 1
     assert any(done == total for _, done, total in ticks)  # progress reached the end
+    # (g) one simulated H100 fed by 1, then 2 worker processes: measured, not made up.
+    sim = result.simulated
+    assert sim["h100_rps_1p"] > 0 and 0 < sim["h100_util_1p"] <= 1 and sim["h100_procs_run"] >= 2
 
     out = tmp_path / "bench"
     figures = write_report(result, out, command="pytest")

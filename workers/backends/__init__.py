@@ -4,6 +4,7 @@ from sluicegate.inference.io import BatchRunner
 
 from .base import InferenceBackend, ModelInputs, Outputs
 from .inprocess import InProcessBackend, NullBackend
+from .simulated import SimulatedBackend
 from .triton import TritonBackend
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "ModelInputs",
     "NullBackend",
     "Outputs",
+    "SimulatedBackend",
     "TritonBackend",
 ]

@@ -110,7 +110,12 @@ class AtLeastOnce:
     """Idempotent producer, acknowledged-then-committed offsets (see module docstring)."""
 
     def __init__(self, *, kafka: KafkaSettings, producer: Producer | None = None) -> None:
-        self._producer: Producer = producer or idempotent_producer(kafka, linger_ms=2)
+        # 1 MiB batches: aiokafka's 16 KiB default holds ~4 text-embed results (384
+        # floats each) and sends one batch per partition at a time, which bounded a
+        # worker at ~180 results/s against a fast (simulated) GPU; docs/scaling.md.
+        self._producer: Producer = producer or idempotent_producer(
+            kafka, linger_ms=2, max_batch_size=1 << 20
+        )
         self._offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self._kafka = kafka
 
