@@ -249,6 +249,15 @@ _SAMPLES: dict[str, tuple[str, Goal | None]] = {
     "router_vs_relay": ("ingress router ÷ bare relay, at-least-once", Goal(">=", 0.6)),
     "router_eos_vs_relay": ("ingress router ÷ bare relay, exactly-once", None),
     "two_pools_vs_cpu": ("two pools ÷ the CPU pool alone (via the router)", None),
+    # (h) one simulated H100 (simulated.py); one round: the run stops adding processes
+    # at 90 % or when a process adds less than 2 points.
+    "simulated_h100_rps_1p": ("records/s one worker process feeds a simulated H100", None),
+    "simulated_h100_util_1p": ("simulated H100 busy share, one worker process", None),
+    "simulated_h100_best_util": (
+        "simulated H100 busy share, best process count tried",
+        Goal(">=", 0.9),
+    ),
+    "simulated_h100_procs_needed": ("worker processes an H100 needs for 90 % busy", None),
 }
 
 

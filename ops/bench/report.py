@@ -31,6 +31,8 @@ def figures(result: BenchResult) -> list[Figure]:
     return [
         *point_figures(result.points, transport=transport, capacity_rps=result.capacity_rps),
         *sample_figures(result.samples),
+        # (h) the simulated H100: one round (simulated.py stops adding processes at 90 %).
+        *sample_figures({f"simulated_{k}": [v] for k, v in headline(result.simulated).items()}),
     ]
 
 

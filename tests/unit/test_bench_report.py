@@ -12,6 +12,18 @@ from sluicegate.ops.bench.run import BenchResult
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+# What `bench_simulated` returns for one H100 and one worker process.
+SIMULATED = {
+    "simulated_records": 6000.0,
+    "h100_rps_1p": 800.0,
+    "h100_util_1p": 0.004,
+    "h100_card_rps": 207600.0,
+    "h100_mean_batch": 12.0,
+    "h100_procs_needed": 239.0,
+    "h100_procs_run": 1.0,
+    "h100_best_util": 0.004,
+}
+
 
 def _point(mode: str, offered: float, rps: float, round_: int, p50: float) -> Point:
     return Point(
@@ -47,7 +59,7 @@ def _result() -> BenchResult:
         relay={"relay_rps": 10000.0, "null_rps": 4000.0, "records": 1500},
         router={"count": 2000, "relay_rps": 9000.0, "router_rps": 3000.0},
         samples={"null_vs_relay": [0.4, 0.42], "router_vs_relay": [0.3, 0.35]},
-        simulated={"utilisation": 0.93},
+        simulated=SIMULATED,
         config={
             "transport": "shm",
             "rounds": 2,
@@ -86,7 +98,7 @@ def test_report_renders_every_figure_with_its_spread_and_keeps_stable_keys(
     by_key = {f["key"]: f for f in data["figures"]}
     assert by_key["null_vs_relay"]["values"] == [0.4, 0.42]
     assert by_key["null_vs_relay"]["met"] is False
-    assert data["simulated"] == {"utilisation": 0.93}
+    assert data["simulated"] == SIMULATED
     assert all(p["round"] in (0, 1) for p in data["points"])
 
     report = (tmp_path / "report.md").read_text()
@@ -97,7 +109,9 @@ def test_report_renders_every_figure_with_its_spread_and_keeps_stable_keys(
     assert "| p50 budget − unbatched at the lowest load (ms), text | +2.0 ms |" in report
     assert "[12.0, 8.0, 4.0]" in report and "[14.0, 9.0, 5.0]" in report
     assert "8.0 min wall time, 2 rounds" in report
-    assert "## Simulated accelerator" in report and "`utilisation`: 0.93" in report
+    assert "## Capacity planning: one simulated GPU" in report
+    assert "| h100 | 1 | 800 | 0.4% |" in report
+    assert "| simulated H100 busy share, best process count tried | 0.00 |" in report
     assert "| text | triton-dynamic | 2 | backlog |" in report  # every point, every round
     for plot in (
         "throughput-text.png",
