@@ -4,12 +4,15 @@ No I/O: `ladder` builds the batches from a request mix and a policy, `knee`
 reads the timings. Both are unit-tested with made-up numbers.
 
 The ladder: batches as the batcher would form them (one size bucket, within
-the policy's `bucket_spread` of it), of 1, 2, 4, ... members (or the sizes
-given), while the padded cost stays within the hard limit. Members come from
-the mix's bucket nearest ``hard_limit / max_batch_size`` (so the top rung can
-reach the hard limit); when no item lies there, the most common bucket.
+the policy's `bucket_spread` of it), of 1, 2, 4, ... ``max(max_batch_size, 4)``
+members (or the sizes given), while the padded cost stays within the hard
+limit. Members come from the mix's most common size bucket: the typical
+request, whose batches the budget mostly shapes (per-call overhead weighs
+more on short texts than on long ones, so the bucket matters).
 
-The knee: throughput is real cost per second of a batch's median latency.
+The knee: every rung runs the same items (the largest rung's members, cut
+into batches of the rung's size: `cover`), and its throughput is their real
+cost per second of calls.
 The smallest padded cost reaching `fraction` (default 0.9) of the best
 throughput is the budget: past it a bigger batch buys almost nothing but
 latency. When that is a single item (throughput flat or falling with batch
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from sluicegate.workers.batcher import BatchPolicy
 from sluicegate.workers.tuned import TunedBudget
 
-__all__ = ["Rung", "Timing", "knee", "ladder", "tuned_budget"]
+__all__ = ["Rung", "Timing", "cover", "knee", "ladder", "tuned_budget"]
 
 MIN_DELAY_US = 500
 MAX_DELAY_US = 100_000
@@ -54,16 +57,19 @@ class Rung:
 @dataclass(frozen=True, kw_only=True)
 class Timing:
     rung: Rung
-    latencies_s: tuple[float, ...]  # one per timed call
+    latencies_s: tuple[float, ...]  # one per timed batch call
+    real_cost: int  # summed over every timed call
+    seconds: float  # summed over every timed call
 
     @property
     def latency_s(self) -> float:
+        """The median batch latency."""
         return statistics.median(self.latencies_s)
 
     @property
     def throughput(self) -> float:
-        """Real cost per second (tokens/s or pixels/s)."""
-        return self.rung.real_cost / self.latency_s
+        """Real cost per second (tokens/s or pixels/s) over every timed call."""
+        return self.real_cost / self.seconds
 
 
 def _bucket(cost: int) -> int:
@@ -77,15 +83,14 @@ def ladder(
     """Batches of growing size from a mix with these `costs` (see the module docstring)."""
     if not costs:
         raise ValueError("the request mix is empty")
-    aim = _bucket(max(1, policy.hard_limit // policy.max_batch_size))
+    # At least 4: a policy of one item per batch is measured again, not assumed.
+    top = max(policy.max_batch_size, 4)
     buckets = [_bucket(c) for c in costs]
-    present = set(buckets)
-    home = min(present, key=lambda b: (abs(b - aim), -buckets.count(b)))
-    if abs(home - aim) > policy.bucket_spread:
-        home = max(present, key=buckets.count)  # nothing near the aim: the commonest
+    # The typical request's bucket (ties: the smaller): what most batches hold.
+    home = min(set(buckets), key=lambda b: (-buckets.count(b), b))
     pool = [i for i, b in enumerate(buckets) if abs(b - home) <= policy.bucket_spread]
     if sizes is None:
-        sizes = [2**k for k in range(int(math.log2(policy.max_batch_size)) + 1)]
+        sizes = [2**k for k in range(int(math.log2(top)) + 1)]
     rungs: list[Rung] = []
     for n in sorted(set(sizes)):
         if n < 1:
@@ -96,6 +101,20 @@ def ladder(
             break
         rungs.append(rung)
     return rungs
+
+
+def cover(rung: Rung, items: Sequence[int]) -> list[tuple[int, ...]]:
+    """`items` (the largest rung's members) cut into batches of `rung`'s size.
+
+    Every rung runs the same items, so a rung's throughput is not its first
+    member's luck (one OCR page may hold three times the text of another).
+    The last batch is filled up from the start when it falls short.
+    """
+    n = len(rung.members)
+    return [
+        tuple(items[(start + k) % len(items)] for k in range(n))
+        for start in range(0, len(items), n)
+    ]
 
 
 def knee(timings: Sequence[Timing], *, fraction: float = 0.9) -> Timing:

@@ -2,7 +2,8 @@
 
 Calls go through the worker's own backend (`workers.backends.TritonBackend`),
 one at a time (the latency of one batch alone, as perf_analyzer measures at
-concurrency 1), each rung warmed with one untimed call first.
+concurrency 1), each rung warmed with one untimed call first. A "call" of a
+rung runs all of the largest rung's items in batches of the rung's size.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sluicegate.workers.backends import TritonBackend
 from sluicegate.workers.backends.base import ModelInputs
 from sluicegate.workers.errors import BackendError
 
-from .knee import Rung, Timing, knee
+from .knee import Rung, Timing, cover, knee
 
 __all__ = ["Sweep", "TritonNotReady", "mix_for", "plot", "sweep"]
 
@@ -56,15 +57,25 @@ async def sweep(
                 "Triton that serves it)"
             )
         timings = []
+        items = rungs[-1].members  # every rung runs these (`knee.cover`)
         for index, rung in enumerate(rungs):
-            batch = [_inputs(mix, i) for i in rung.members]
-            await _call(backend, cfg, batch)  # warm: first calls of a shape pay extra
-            latencies = []
+            batches = [[_inputs(mix, i) for i in chunk] for chunk in cover(rung, items)]
+            costs = [sum(mix.items[i].cost for i in chunk) for chunk in cover(rung, items)]
+            await _call(backend, cfg, batches[0])  # warm: first calls of a shape pay extra
+            latencies: list[float] = []
             for _ in range(cfg.calls):
-                start = time.perf_counter()
-                await _call(backend, cfg, batch)
-                latencies.append(time.perf_counter() - start)
-            timings.append(Timing(rung=rung, latencies_s=tuple(latencies)))
+                for batch in batches:
+                    start = time.perf_counter()
+                    await _call(backend, cfg, batch)
+                    latencies.append(time.perf_counter() - start)
+            timings.append(
+                Timing(
+                    rung=rung,
+                    latencies_s=tuple(latencies),
+                    real_cost=cfg.calls * sum(costs),
+                    seconds=sum(latencies),
+                )
+            )
             if progress is not None:
                 progress(index, rung)
         return timings

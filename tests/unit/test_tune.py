@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sluicegate.ops.tune.knee import Rung, Timing, knee, ladder, tuned_budget
+from sluicegate.ops.tune.knee import Rung, Timing, cover, knee, ladder, tuned_budget
 from sluicegate.workers.batcher import BatchPolicy
 from sluicegate.workers.config import BatchSettings, WorkerSettings
 from sluicegate.workers.tuned import TunedBudget, TunedFile, load, save
@@ -17,15 +17,25 @@ POLICY = BatchPolicy(max_batch_size=8, budget=512, hard_limit=1024, bucket_sprea
 
 def timing(n: int, width: int, latency_ms: float) -> Timing:
     rung = Rung(members=tuple(range(n)), costs=(width,) * n)
-    return Timing(rung=rung, latencies_s=(latency_ms / 1000,) * 3)
+    return Timing(
+        rung=rung,
+        latencies_s=(latency_ms / 1000,) * 3,
+        real_cost=3 * rung.real_cost,
+        seconds=3 * latency_ms / 1000,
+    )
 
 
-def test_the_ladder_doubles_within_one_bucket_up_to_the_hard_limit() -> None:
-    costs = [10, 126, 128, 11, 500]  # aim: 1024 // 8 = 128; 126 shares its bucket
+def test_the_ladder_doubles_within_the_commonest_bucket_up_to_the_size_limit() -> None:
+    costs = [10, 120, 121, 11, 500, 122]  # 120..122 share the commonest bucket
     rungs = ladder(costs, POLICY)
     assert [len(r.costs) for r in rungs] == [1, 2, 4, 8]
-    assert all(c in (126, 128) for r in rungs for c in r.costs)  # one bucket, cycled
+    assert all(c in (120, 121, 122) for r in rungs for c in r.costs)  # one bucket, cycled
     assert rungs[-1].padded_cost <= POLICY.hard_limit
+
+
+def test_a_one_item_policy_is_measured_again_up_to_four() -> None:
+    one = BatchPolicy(max_batch_size=1, budget=512, hard_limit=4096, bucket_spread=0)
+    assert [len(r.costs) for r in ladder([1000, 1001], one)] == [1, 2, 4]
 
 
 def test_the_ladder_stops_where_a_rung_would_pass_the_hard_limit() -> None:
@@ -33,16 +43,20 @@ def test_the_ladder_stops_where_a_rung_would_pass_the_hard_limit() -> None:
     assert [len(r.costs) for r in rungs] == [1, 2, 3]  # 4 x 300 > 1024
 
 
-def test_the_ladder_falls_back_to_the_commonest_bucket() -> None:
-    rungs = ladder([10, 10, 11, 3000 // 3], POLICY, sizes=[1, 2])
-    assert rungs[0].costs in ((10,), (11,))
-
-
 def test_the_ladder_refuses_an_empty_mix_and_bad_sizes() -> None:
     with pytest.raises(ValueError, match="empty"):
         ladder([], POLICY)
     with pytest.raises(ValueError, match=">= 1"):
         ladder([100], POLICY, sizes=[0, 1])
+
+
+def test_every_rung_covers_the_same_items() -> None:
+    rungs = ladder([100, 101, 102, 103], POLICY, sizes=[1, 2, 3, 4])
+    items = rungs[-1].members
+    assert cover(rungs[0], items) == [(0,), (1,), (2,), (3,)]
+    assert cover(rungs[1], items) == [(0, 1), (2, 3)]
+    assert cover(rungs[2], items) == [(0, 1, 2), (3, 0, 1)]  # the short last one filled up
+    assert cover(rungs[3], items) == [(0, 1, 2, 3)]
 
 
 def test_the_knee_is_the_smallest_cost_near_the_best_throughput() -> None:
