@@ -28,6 +28,11 @@ rate-learned delay would still wait at low load). The ``count`` strategy
 (``SLUICEGATE_BATCH__IDLE_DISPATCH=false``) keep the old behaviour.
 Deadlines, priorities and cancels are unchanged: an idle dispatch takes the
 most urgent request as its head, after cancelled and expired ones are out.
+Waiting while one batch runs costs a request little: a single-instance
+Triton model would queue it behind that batch anyway, and the batch's end
+starts it at once. `tests/unit/test_scheduler_sim.py` checks both sides in
+simulation (at 100/s the median queue wait falls from 11 ms to 1 ms; a
+backlog drains in the same time in the same batches).
 
 Partition generations: a partition revoked or rewound (`forget`) moves to a
 new generation; admissions begun before (`begin_admission`) are void for it,
