@@ -21,6 +21,7 @@ from .cli_schema import schema_app
 from .cli_serve import serve_app
 from .cli_stack import stack_app
 from .cli_topics import topics_app
+from .cli_tune import tune_app
 
 app = typer.Typer(
     name="sluicegate",
@@ -43,6 +44,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(generate_app, name="generate")
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(dlq_app, name="dlq")
+# Top level: tune (calibrates a model x pool's batch budget).
+app.add_typer(tune_app)
 
 
 def main() -> None:

@@ -19,6 +19,10 @@ pending requests whose cost lies in the head's size bucket or a near one
 (half-octave buckets, ``bucket_spread`` apart at most), so short requests
 are not padded to long ones. ``Batch.padding_waste`` reports what is left.
 
+When to start a batch that is not full is the scheduler's call
+(`workers.scheduler`: at once while the backend is idle, else after the
+delay); the batcher answers ``next_batch(force=True)`` for the former.
+
 Pure bookkeeping: no I/O, no event loop. Time comes from an injected clock
 (seconds, monotonic), so tests drive it with a fake clock.
 """
@@ -52,6 +56,10 @@ class BatchPolicy:
     bucket_spread: int = 2
     # "count" ignores cost (no budget, no buckets): the dynamic-batcher baseline.
     strategy: Strategy = "budget"
+    # Start a partial batch at once while the backend is idle instead of waiting
+    # out the delay for mates that may not come (`workers.scheduler`). Only the
+    # "budget" strategy does; "count" waits like Triton's dynamic batcher.
+    idle_dispatch: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.budget < 1 or self.hard_limit < self.budget:

@@ -12,6 +12,16 @@ follows:
   width, so batches keep to one half-octave size bucket (`bucket_spread=0`):
   at 120 requests/s of the benchmark's text mix through Kafka, batches
   wasted 37 % of their padded tokens at spread 2 and 11 % at spread 0.
+- cpu OCR: one page per batch. `sluicegate tune --model ocr --pool cpu
+  --sizes 1,2,3,4` timed the benchmark's ~0.73 Mpx pages here, in batches of
+  1-4 covering the same pages (2 cores, load average 9-10, three runs), and
+  throughput fell with batch size every time: 0.73 / 0.57 / 0.32 / 0.30 Mpx/s
+  for batches of 1 / 2 / 3 / 4 in the last run (the two before it, timing one
+  page against batches of other pages: 1.04 / 0.32 / 0.39 / 0.50 and
+  0.50 / 0.21 / 0.27 / 0.43). Batching buys a CPU nothing here, and the
+  benchmark agreed (budget ÷ unbatched on images 0.84-0.96). `max_batch_size=1`, so a batch
+  never waits for a second page; doc-match keeps the batched policy until
+  measured.
 - a100 (40/80 GB, TensorRT/CUDA FP16): MiniLM at 256 x 256 tokens and 32
   pages of ~1 M px per call keep the SMs busy well inside memory.
 - mi200 (64 GB per GCD, MIGraphX/ROCm BF16): three quarters of the A100
@@ -40,9 +50,10 @@ DEFAULTS: dict[tuple[str, str], BatchPolicy] = {
     ("text-embed", "mi200"): BatchPolicy(
         max_batch_size=192, max_queue_delay_microseconds=5_000, budget=49_152, hard_limit=65_536
     ),
+    # One page per batch: measured, see the module docstring.
     ("ocr", "cpu"): BatchPolicy(
-        max_batch_size=8,
-        max_queue_delay_microseconds=50_000,
+        max_batch_size=1,
+        max_queue_delay_microseconds=0,
         budget=6 * _MP,
         hard_limit=_OCR_HARD,
         bucket_spread=0,
@@ -60,8 +71,17 @@ DEFAULTS: dict[tuple[str, str], BatchPolicy] = {
         hard_limit=24 * _MP,
     ),
 }
-for _pool in ("cpu", "a100", "mi200"):
+for _pool in ("a100", "mi200"):
     DEFAULTS[("doc-match", _pool)] = DEFAULTS[("ocr", _pool)]
+# Not measured yet (`tune` has no doc-match mix, which needs queries): the
+# batched OCR policy it had before the OCR measurement.
+DEFAULTS[("doc-match", "cpu")] = BatchPolicy(
+    max_batch_size=8,
+    max_queue_delay_microseconds=50_000,
+    budget=6 * _MP,
+    hard_limit=_OCR_HARD,
+    bucket_spread=0,
+)
 
 
 def default_policy(model: str, pool: str) -> BatchPolicy:

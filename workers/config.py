@@ -15,6 +15,7 @@ from sluicegate.schemas.settings import TopicSettings
 
 from .batcher import BatchPolicy
 from .budgets import default_policy
+from .tuned import tuned_for
 
 
 class TritonSettings(BaseModel):
@@ -74,6 +75,11 @@ class BatchSettings(BaseModel):
     # "budget" (default) or "count": max_batch_size + delay only, the
     # dynamic-batcher baseline the benchmark compares against.
     strategy: Literal["budget", "count"] | None = None
+    # Start a partial batch at once while the backend is idle (workers/scheduler.py).
+    idle_dispatch: bool | None = None
+    # `sluicegate tune`'s file (workers/tuned.py); None: <state dir>/tuned-budgets.json
+    # when it exists. Its values sit between the defaults and these overrides.
+    tuned_file: Path | None = None
 
 
 class SimulatedSettings(BaseModel):
@@ -146,9 +152,20 @@ class WorkerSettings(BaseSettings):
     quarantine_after: int = Field(default=3, ge=0)
 
     def policy(self) -> BatchPolicy:
-        """The model x pool default budget with this process's overrides applied."""
+        """The model x pool default, then `sluicegate tune`'s file, then these overrides."""
         base = default_policy(self.model, self.pool)
-        overrides = {k: v for k, v in self.batch.model_dump().items() if v is not None}
+        tuned = tuned_for(self.model, self.pool, self.batch.tuned_file)
+        if tuned is not None:
+            base = replace(
+                base,
+                budget=tuned.budget,
+                hard_limit=max(base.hard_limit, tuned.budget),
+                max_batch_size=tuned.max_batch_size,
+                max_queue_delay_microseconds=tuned.max_queue_delay_microseconds,
+            )
+        overrides = {
+            k: v for k, v in self.batch.model_dump(exclude={"tuned_file"}).items() if v is not None
+        }
         if "hard_limit" not in overrides:
             # A budget raised past the default hard limit raises the limit with it.
             overrides["hard_limit"] = max(base.hard_limit, overrides.get("budget", 0))

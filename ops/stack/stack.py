@@ -232,7 +232,12 @@ class LocalStack:
                     log_path=self.worker(model, r).log_path,
                 )
             if "a100" in pools:
-                env = _child_env({"SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers})
+                env = _child_env(
+                    {
+                        "SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS": s.bootstrap_servers,
+                        "SLUICEGATE_STATE_DIR": str(self.state_dir),  # the tuned-budget file's
+                    }
+                )
                 started += self.standin.up(models, env=env, say=self._say, timeout=timeout)
             self.streams.wait_ready(lambda name: keeps_trying(self.supervisor_dir, name))
             self._write_manifest(models, pools)
@@ -255,6 +260,8 @@ class LocalStack:
             "SLUICEGATE_TRITON__ADMIN_KEY": self.triton.admin_key(),
             # Read only with SLUICEGATE_BACKEND=simulated: every worker on the one card.
             "SLUICEGATE_SIMULATED__DEVICE_FILE": str(self.state_dir / "simulated" / "gpu0.dev"),
+            # Workers read `sluicegate tune`'s file under this stack's state dir.
+            "SLUICEGATE_STATE_DIR": str(self.state_dir),
         }
         if s.observability:
             port = free_port()
