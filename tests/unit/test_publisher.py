@@ -52,9 +52,10 @@ async def test_one_batch_publishes_each_result_its_dead_letter_and_the_batch_eve
     await publisher.publish(replies, (event, INVALID_SPAN))
 
     results = [(t, v) for t, v in producer.sent if t in (TOPICS.results, "my.results")]
-    assert [(t, decode_result(v or b"").request_id) for t, v in results] == [
-        (TOPICS.results, "a"),
+    # Replies to the results topic go out together, reply_to ones each on their own.
+    assert sorted((t, decode_result(v or b"").request_id) for t, v in results) == [
         ("my.results", "b"),
+        (TOPICS.results, "a"),
         (TOPICS.results, "c"),
     ]
     assert [t for t, _ in producer.sent].count(TOPICS.dlq) == 1
@@ -184,3 +185,17 @@ async def test_a_failure_on_the_results_topic_itself_still_stops_the_worker() ->
     delivery.accept(reply.record)
     with pytest.raises(MessageSizeTooLargeError):
         await publisher.publish([reply])  # the results topic itself: nowhere else to go
+
+
+async def test_a_batch_to_the_results_topic_is_acknowledged_before_its_offsets_are_done() -> None:
+    publisher, delivery, producer = make()
+    replies = [ok(i, f"r{i}") for i in range(3)]
+    for reply in replies:
+        delivery.accept(reply.record)
+    assert delivery.lag({P0: 3}) == {P0: 3}
+    event = ANSWERS.batch_event([], padded_cost=3, queue_ms=0.0, compute_ms=1.0)
+    await publisher.publish(replies, (event, INVALID_SPAN))
+    assert delivery.lag({P0: 3}) == {P0: 0}  # all three acknowledged, then done
+    topics = [t for t, _ in producer.sent]
+    assert topics == [TOPICS.results] * 3 + [TOPICS.telemetry]
+    assert publisher.results_produced == 3

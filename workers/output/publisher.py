@@ -21,6 +21,7 @@ record is redelivered).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from opentelemetry.trace import INVALID_SPAN, Span
 from sluicegate.runtime.destinations import Destinations, permanent, unwritable
 from sluicegate.runtime.records import Record
 from sluicegate.runtime.transactions import Outgoing
-from sluicegate.schemas.codec import encode
+from sluicegate.schemas.codec import Headers, encode
 from sluicegate.schemas.cost import Cost
 from sluicegate.schemas.dlq import DeadLetter
 from sluicegate.schemas.models import InferenceResult, Status, TelemetryEvent
@@ -83,11 +84,25 @@ class Publisher:
         self, replies: list[Reply], batch_event: tuple[TelemetryEvent, Span] | None = None
     ) -> None:
         """Publish every reply (together), then the batch's telemetry event, if any."""
-        if batch_event is None or not replies:
-            await asyncio.gather(*(self._one(r, None) for r in replies))
+        results = self._topics.results
+        plain: list[tuple[int, Reply]] = []  # bound for the results topic: delivered together
+        routed: list[tuple[int, Reply]] = []  # a reply_to may refuse the record (`_answer`)
+        for i, r in enumerate(replies):
+            on_results = r.result is None or (r.reply_to or results) == results
+            (plain if on_results else routed).append((i, r))
+        members: list[_Member | None] | None = None
+        if batch_event is not None and replies:
+            members = [None] * len(replies)
+        together = [self._deliver_together(plain, members)] if plain else []
+        if routed:
+            await asyncio.gather(
+                *together,
+                *(self._one(r, None if members is None else (members, i)) for i, r in routed),
+            )
+        elif together:
+            await together[0]
+        if batch_event is None or members is None:
             return
-        members: list[_Member | None] = [None] * len(replies)
-        await asyncio.gather(*(self._one(r, (members, i)) for i, r in enumerate(replies)))
         event, span = batch_event
         event = _with_members(event, [m for m in members if m is not None])
         message = Outgoing(
@@ -130,36 +145,71 @@ class Publisher:
         return Reply(rec, result, letter, None, reply.span, reply.arrived)
 
     async def _deliver(self, reply: Reply, fold: _Fold | None = None) -> None:
-        out: list[Outgoing] = []
         if reply.result is not None:
             topic = reply.reply_to or self._topics.results
             with self._obs.result_send(reply.span, topic, reply.result) as hdrs:
-                key = reply.result.request_id.encode()
-                rid = reply.result.request_id
-                out.append(
-                    Outgoing(
-                        topic=topic, value=encode(reply.result), key=key, headers=hdrs, answers=rid
-                    )
-                )
-                if fold is None:
-                    # Request telemetry: best effort at least once, in the transaction otherwise.
-                    out.append(
-                        Outgoing(
-                            topic=self._topics.telemetry,
-                            value=encode(self.answers.request_event(reply.result, reply.cost)),
-                            headers=self._obs.telemetry_headers(reply.span),
-                            required=False,
-                        )
-                    )
-                if reply.dlq is not None:
-                    out.append(self._dead_letter(reply.record, reply.dlq))
+                out = self._messages(reply, hdrs, own_event=fold is None)
                 await self._delivery.publish(reply.record, out)
             if fold is not None:  # delivered: its telemetry rides in the batch event's arrays
                 members, at = fold
                 members[at] = _member(reply.result, reply.cost)
         else:
+            await self._delivery.publish(reply.record, self._messages(reply, [], own_event=False))
+        self._answered(reply)
+
+    async def _deliver_together(
+        self, replies: list[tuple[int, Reply]], members: list[_Member | None] | None
+    ) -> None:
+        """`_deliver` for replies bound for the results topic, in one delivery call.
+
+        What each reply sends is what `_deliver` sends; their acknowledgements
+        are awaited together, without a task per reply (the worker's hot path).
+        """
+        with contextlib.ExitStack() as sends:
+            items = []
+            for _, reply in replies:
+                hdrs: Headers = []
+                if reply.result is not None:
+                    hdrs = sends.enter_context(
+                        self._obs.result_send(reply.span, self._topics.results, reply.result)
+                    )
+                out = self._messages(reply, hdrs, own_event=members is None)
+                items.append((reply.record, out))
+            await self._delivery.publish_many(items)
+        for at, reply in replies:
+            if members is not None and reply.result is not None:
+                members[at] = _member(reply.result, reply.cost)
+            self._answered(reply)
+        if self._quarantine is not None:
+            await self._quarantine.end([reply.record for _, reply in replies])
+
+    def _messages(self, reply: Reply, hdrs: Headers, *, own_event: bool) -> list[Outgoing]:
+        """What `reply` produces: result, request telemetry (`own_event`), DLQ record."""
+        if reply.result is None:
             assert reply.dlq is not None, "a reply without a result is a dead letter"
-            await self._delivery.publish(reply.record, [self._dead_letter(reply.record, reply.dlq)])
+            return [self._dead_letter(reply.record, reply.dlq)]
+        topic = reply.reply_to or self._topics.results
+        rid = reply.result.request_id
+        out = [
+            Outgoing(
+                topic=topic, value=encode(reply.result), key=rid.encode(), headers=hdrs, answers=rid
+            )
+        ]
+        if own_event:
+            # Request telemetry: best effort at least once, in the transaction otherwise.
+            out.append(
+                Outgoing(
+                    topic=self._topics.telemetry,
+                    value=encode(self.answers.request_event(reply.result, reply.cost)),
+                    headers=self._obs.telemetry_headers(reply.span),
+                    required=False,
+                )
+            )
+        if reply.dlq is not None:
+            out.append(self._dead_letter(reply.record, reply.dlq))
+        return out
+
+    def _answered(self, reply: Reply) -> None:
         process_s = 0.0 if reply.arrived is None else self._clock() - reply.arrived
         self._obs.answered(reply.span, reply.result, process_s=process_s)
         if reply.result is not None:
