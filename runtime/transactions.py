@@ -214,6 +214,10 @@ class ExactlyOnce:
             messages = self._reroute(rec, messages, strike)
         part.answered[rec.offset] = list(messages)
 
+    async def publish_many(self, items: Sequence[tuple[Record, Sequence[Outgoing]]]) -> None:
+        for rec, messages in items:  # bookkeeping only: sent when the transaction commits
+            await self.publish(rec, messages)
+
     async def attach(self, anchor: Record, message: Outgoing) -> None:
         part = self._parts.get(tp_of(anchor))
         if part is None:

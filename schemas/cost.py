@@ -88,5 +88,14 @@ def measure(
     limits: WireLimits = DEFAULT_LIMITS,
 ) -> Cost:
     tokens = sum(counter.count(texts))
-    pixels = sum(image_pixels(data, limits=limits) for data in images)
+    return priced(spec, tokens=tokens, pixels=images_pixels(images, limits=limits))
+
+
+def images_pixels(images: Sequence[bytes], *, limits: WireLimits = DEFAULT_LIMITS) -> int:
+    """Summed `image_pixels` of `images` (header reads only); raises as `image_pixels` does."""
+    return sum(image_pixels(data, limits=limits) for data in images)
+
+
+def priced(spec: ModelSpec, *, tokens: int, pixels: int) -> Cost:
+    """The `Cost` of `tokens` and `pixels` counted already (e.g. a whole poll's texts at once)."""
     return Cost(tokens=tokens, pixels=pixels, units=spec.cost(tokens=tokens, pixels=pixels))

@@ -138,7 +138,15 @@ class InferenceResult(_Record):
 
 
 class TelemetryEvent(_Record):
-    """One per batch (`kind="batch"`) and one per request (`kind="request"`)."""
+    """One per batch (`kind="batch"`); one per request (`kind="request"`) that ran in none.
+
+    A batch event carries its members' per-request figures as parallel arrays
+    (`request_ids`, `statuses`, `member_queue_ms`, `member_tokens`,
+    `member_pixels`, in batch order): one record per batch instead of one per
+    request. `members()` gives them back as the `kind="request"` events they
+    stand for. Requests answered without running (expired, rejected,
+    cancelled, unservable) still get a request event of their own.
+    """
 
     kind: Literal["batch", "request"]
     model: str
@@ -158,3 +166,59 @@ class TelemetryEvent(_Record):
     padded_cost: int = 0
     queue_ms: float = 0.0
     compute_ms: float = 0.0
+    # kind="batch" only: one entry per member request, in batch order.
+    request_ids: list[str] | None = None
+    statuses: list[Status] | None = None
+    member_queue_ms: list[float] | None = None
+    member_tokens: list[int] | None = None
+    member_pixels: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _members_line_up(self) -> Self:
+        arrays = (
+            self.request_ids,
+            self.statuses,
+            self.member_queue_ms,
+            self.member_tokens,
+            self.member_pixels,
+        )
+        if any(a is not None for a in arrays):
+            if self.kind != "batch":
+                raise ValueError("only a batch event carries member arrays")
+            if len({-1 if a is None else len(a) for a in arrays}) != 1:
+                raise ValueError("the member arrays must all be present and of one length")
+        return self
+
+    def members(self) -> list[TelemetryEvent]:
+        """The per-request events a batch event's arrays stand for (none for other events)."""
+        if self.request_ids is None:
+            return []
+        assert self.statuses is not None and self.member_queue_ms is not None
+        assert self.member_tokens is not None and self.member_pixels is not None
+        return [
+            TelemetryEvent.model_construct(
+                kind="request",
+                model=self.model,
+                pool=self.pool,
+                worker=self.worker,
+                ts_ms=self.ts_ms,
+                model_version=self.model_version,
+                precision=self.precision,
+                device_kind=self.device_kind,
+                batch_size=self.batch_size,
+                compute_ms=self.compute_ms,
+                request_id=rid,
+                status=status,
+                queue_ms=queue_ms,
+                tokens=tokens,
+                pixels=pixels,
+            )
+            for rid, status, queue_ms, tokens, pixels in zip(
+                self.request_ids,
+                self.statuses,
+                self.member_queue_ms,
+                self.member_tokens,
+                self.member_pixels,
+                strict=True,
+            )
+        ]

@@ -28,13 +28,20 @@ class RollupCore:
         self.shadow = ShadowDiffer(window_s=shadow_window_s)
 
     def add(self, records: Iterable[Record], *, now_s: float) -> None:
-        """Telemetry records into their windows; records that do not decode are skipped."""
+        """Telemetry records into their windows; records that do not decode are skipped.
+
+        A batch event's member arrays count as the request events they stand
+        for (`TelemetryEvent.members`), so windows come out as they did when
+        every request sent its own event.
+        """
         for rec in records:
             try:
                 event = decode_telemetry(rec.value, list(rec.headers))
             except WireError:
                 continue
             self.windows.add(event, now_s=now_s)
+            for member in event.members():
+                self.windows.add(member, now_s=now_s)
 
     def offer(self, rec: Record, *, shadow: bool, now_s: float) -> None:
         """A record of the primary (or, with `shadow`, the shadow) result topic."""

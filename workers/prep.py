@@ -18,7 +18,7 @@ from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.errors import WireError
 
-from .admission import Admitted, admit
+from .admission import Admitted, admit_all
 from .config import WorkerSettings
 from .quarantine import Quarantine
 
@@ -68,20 +68,11 @@ class Preprocessor:
 
     def _admit_all(self, records: Sequence[Record]) -> list[Admitted | WireError]:
         assert self._counter is not None
-        out: list[Admitted | WireError] = []
-        for rec in records:
-            try:
-                out.append(
-                    admit(
-                        rec.value,
-                        list(rec.headers),
-                        serving=self._spec,
-                        counter=self._counter,
-                        limits=self._limits,
-                        topics=self._topics,
-                        sources=self._sources,
-                    )
-                )
-            except WireError as exc:
-                out.append(exc)
-        return out
+        return admit_all(
+            [(rec.value, rec.headers) for rec in records],
+            serving=self._spec,
+            counter=self._counter,
+            limits=self._limits,
+            topics=self._topics,
+            sources=self._sources,
+        )

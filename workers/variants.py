@@ -96,12 +96,23 @@ class ServedVariants:
     variants: Sequence[Variant]
     default_version: str
     _index: Mapping[tuple[str, str], Variant] = field(init=False, repr=False, compare=False)
+    # version -> its variants, native first (`of`): computed once, read for every record.
+    _by_version: Mapping[str, tuple[Variant, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.variants:
             raise ValueError(f"{self.model}: a pool must serve at least one variant")
         index = {(v.version, v.precision): v for v in sorted(self.variants, key=lambda v: v.native)}
         object.__setattr__(self, "_index", index)
+        by_version = {
+            version: tuple(
+                sorted(
+                    (v for v in self.variants if v.version == version), key=lambda v: not v.native
+                )
+            )
+            for version in {v.version for v in self.variants}
+        }
+        object.__setattr__(self, "_by_version", by_version)
 
     @property
     def versions(self) -> list[str]:
@@ -117,9 +128,7 @@ class ServedVariants:
 
     def of(self, version: str) -> list[Variant]:
         """The variants of `version`, its native one first."""
-        return sorted(
-            (v for v in self.variants if v.version == version), key=lambda v: not v.native
-        )
+        return list(self._by_version.get(version, ()))
 
     def place(
         self, request: InferenceRequest, headers: Iterable[tuple[str, bytes]]

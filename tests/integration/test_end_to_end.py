@@ -132,7 +132,10 @@ async def test_offsets_are_committed_after_results_and_telemetry_is_emitted(
         await consumer.stop()
     events = await read_all(kafka, topics.telemetry)
     kinds = [decode_telemetry(value, hdrs) for value, hdrs in events]
-    assert sum(e.kind == "request" for e in kinds) == 12
+    # A request's telemetry rides in its batch's event (`members()`), or is its own event.
+    requests = [m for e in kinds for m in (e.members() if e.kind == "batch" else [e])]
+    assert len(requests) == 12 and all(m.kind == "request" for m in requests)
+    assert {m.request_id for m in requests} == {r.request_id for r in results}
     batches = [e for e in kinds if e.kind == "batch"]
     assert sum(e.batch_size for e in batches) == 12
     assert all(e.tokens > 0 and e.padded_cost >= e.tokens for e in batches)

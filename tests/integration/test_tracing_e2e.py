@@ -250,7 +250,10 @@ async def traced_client(
 
 
 async def _trace_headers(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, list[str]]]:
-    """topic -> request id ("" for batch telemetry) -> trace ids in its records' traceparent."""
+    """topic -> request id ("" for batch telemetry) -> trace ids in its records' traceparent.
+
+    A batch event's trace id is listed under "" and under each of its members' ids.
+    """
     out: dict[str, dict[str, list[str]]] = {name: {} for name in names}
     consumer = AIOKafkaConsumer(*names, auto_offset_reset="earliest", **kafka.client_kwargs())
     await consumer.start()
@@ -262,11 +265,17 @@ async def _trace_headers(kafka: KafkaSettings, names: list[str]) -> dict[str, di
             for tp, records in batches.items():
                 quiet_since = time.monotonic()
                 for rec in records:
-                    value = decode_result if tp.topic == names[0] else decode_telemetry
-                    rid = value(rec.value, rec.headers).request_id or ""
                     parent = header(rec.headers, "traceparent")
-                    if parent is not None:
-                        out[tp.topic].setdefault(rid, []).append(parent.decode().split("-")[1])
+                    if parent is None:
+                        continue
+                    trace_id = parent.decode().split("-")[1]
+                    if tp.topic == names[0]:
+                        rids = [decode_result(rec.value, rec.headers).request_id]
+                    else:  # a batch event ("") carries its members' telemetry too
+                        event = decode_telemetry(rec.value, rec.headers)
+                        rids = [event.request_id or "", *(event.request_ids or [])]
+                    for rid in rids:
+                        out[tp.topic].setdefault(rid, []).append(trace_id)
     finally:
         await consumer.stop()
     return out
@@ -363,11 +372,13 @@ async def test_each_request_is_one_trace_with_a_linked_batch_reaching_into_trito
     own_trace = {r.request_id: found[r.request_id][0][0].trace_id for r in requests}
     batch_traces = {found[r.request_id][1][0].trace_id for r in requests}
     carried = await _trace_headers(kafka, [topics.results, topics.telemetry])
+    # A request's telemetry rides in its batch's event, which carries the batch's trace
+    # (the batch span links to every request's context).
+    batch_trace_of = {r.request_id: found[r.request_id][1][0].trace_id for r in requests}
     for request in requests:
-        assert own_trace[request.request_id] in carried[topics.results].get(request.request_id, [])
-        assert own_trace[request.request_id] in carried[topics.telemetry].get(
-            request.request_id, []
-        )
+        rid = request.request_id
+        assert own_trace[rid] in carried[topics.results].get(rid, [])
+        assert batch_trace_of[rid] in carried[topics.telemetry].get(rid, [])
     assert batch_traces <= set(carried[topics.telemetry].get("", []))
 
     # No request content anywhere in what the collector received or the worker logged.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +20,13 @@ from sluicegate.ops.samples import render_text_image
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import decode_telemetry
 from sluicegate.schemas.control import RouteGuards, RouteSpec
-from sluicegate.schemas.models import ImageInput, InferenceRequest, InferenceResult, Status
+from sluicegate.schemas.models import (
+    ImageInput,
+    InferenceRequest,
+    InferenceResult,
+    Status,
+    TelemetryEvent,
+)
 from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.client import Client
 from sluicegate.streams.control import publish_route, read_routes
@@ -91,7 +99,7 @@ async def test_pinned_precision_versions_and_what_ran_in_results_telemetry_and_d
         got |= {r.request_id: r for r in [await client.submit(q) for q in (missing, no_variant)]}
         await dlq.wait_count(2, timeout=60)
         await telemetry.wait_for(
-            lambda recs: any(decode_telemetry(r.value).request_id == half.request_id for r in recs),
+            lambda recs: any(e.request_id == half.request_id for e in request_events(recs)),
             timeout=60,
         )
     a, b = got[half.request_id], got[full.request_id]
@@ -111,11 +119,7 @@ async def test_pinned_precision_versions_and_what_ran_in_results_telemetry_and_d
     assert none.error.code == "precision_unavailable"
     codes = sorted(header_of(r, "sg-dlq-code") for r in dlq.records)
     assert codes == ["precision_unavailable", "version_unavailable"]
-    [event] = [
-        e
-        for e in (decode_telemetry(r.value) for r in telemetry.records)
-        if e.kind == "request" and e.request_id == half.request_id
-    ]
+    [event] = [e for e in request_events(telemetry.records) if e.request_id == half.request_id]
     assert (event.model_version, event.precision, event.device_kind) == ("2", "fp16", "cpu")
     assert event.tokens > 0 and event.pixels == 0
 
@@ -184,3 +188,9 @@ async def test_a_broken_canary_is_rolled_back_by_the_rollups_themselves(
     route = (await read_routes(kafka, topics.control))["text-embed"]
     assert route.versions == {"1": 1} and route.revision == live.revision + 1
     assert {(r.status, r.model_version) for r in after} == {(Status.OK, "1")}
+
+
+def request_events(records: Sequence[Any]) -> list[TelemetryEvent]:
+    """Every request's telemetry: its own event, or its entry in its batch's event."""
+    events = [decode_telemetry(r.value) for r in records]
+    return [m for e in events for m in (e.members() if e.kind == "batch" else [e])]

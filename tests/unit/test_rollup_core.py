@@ -52,6 +52,52 @@ def test_telemetry_fills_windows_that_close_after_grace_and_skip_undecodable_rec
     assert ten.requests == 10 and ten.errors == 1 and diffs == []
 
 
+def member(i: int, status: Status, queue_ms: float, tokens: int) -> TelemetryEvent:
+    return TelemetryEvent(
+        kind="request", model="text-embed", pool="cpu", worker="w", ts_ms=60_500,
+        model_version="1", status=status, request_id=f"m{i}", batch_size=3,
+        queue_ms=queue_ms, compute_ms=9.0, tokens=tokens,
+    )  # fmt: skip
+
+
+def test_a_batch_event_with_member_arrays_rolls_up_as_its_request_events_did() -> None:
+    """Folding request telemetry into the batch event leaves every rollup as it was."""
+    figures = [(Status.OK, 1.0, 5), (Status.ERROR, 2.5, 7), (Status.OK, 40.0, 3)]
+    members = [member(i, status, q, t) for i, (status, q, t) in enumerate(figures)]
+    batch = TelemetryEvent(
+        kind="batch", model="text-embed", pool="cpu", worker="w", ts_ms=60_500,
+        model_version="1", batch_size=3, tokens=15, padded_cost=21, queue_ms=40.0,
+        compute_ms=9.0,
+    )  # fmt: skip
+    folded = batch.model_copy(
+        update={
+            "request_ids": [m.request_id for m in members],
+            "statuses": [m.status for m in members],
+            "member_queue_ms": [m.queue_ms for m in members],
+            "member_tokens": [m.tokens for m in members],
+            "member_pixels": [m.pixels for m in members],
+        }
+    )
+    separate, together = (RollupCore(window_grace_s=2, shadow_window_s=10) for _ in range(2))
+    separate.add([FakeRecord(value=encode(e)) for e in (*members, batch)], now_s=61.0)
+    together.add([FakeRecord(value=encode(folded))], now_s=61.0)
+    closed_separate, _ = separate.due(now_s=61.0, flush=True)
+    closed_together, _ = together.due(now_s=61.0, flush=True)
+    assert closed_together == closed_separate
+    [ten] = [r for r in closed_together if r.window_s == 10]
+    assert (ten.requests, ten.errors, ten.batches) == (3, 1, 1)
+    assert ten.latency_ms.p50 > 9.0  # the members' queue + compute times went in
+
+
+def test_member_arrays_must_line_up() -> None:
+    with pytest.raises(ValueError, match="one length"):
+        TelemetryEvent(
+            kind="batch", model="m", pool="cpu", worker="w", ts_ms=0,
+            request_ids=["a", "b"], statuses=[Status.OK], member_queue_ms=[1.0, 2.0],
+            member_tokens=[1, 1], member_pixels=[0, 0],
+        )  # fmt: skip
+
+
 def test_flush_closes_every_open_window() -> None:
     core = RollupCore(window_grace_s=2, shadow_window_s=10)
     core.add([request_event(60_000)], now_s=61.0)

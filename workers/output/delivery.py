@@ -68,6 +68,10 @@ class Delivery(Protocol):
         """Every message `rec` produces. Called at most once per accepted record."""
         ...
 
+    async def publish_many(self, items: Sequence[tuple[Record, Sequence[Outgoing]]]) -> None:
+        """`publish(rec, messages)` for each item; one call for a whole batch's replies."""
+        ...
+
     async def attach(self, anchor: Record, message: Outgoing) -> None:
         """A record that belongs to no single input (batch telemetry), sent with `anchor`'s."""
         ...
@@ -143,6 +147,17 @@ class AtLeastOnce:
         for message in messages:
             if not message.required:
                 await self._send(message)  # enqueued; its acknowledgement is not awaited
+
+    async def publish_many(self, items: Sequence[tuple[Record, Sequence[Outgoing]]]) -> None:
+        # One gather for every acknowledgement of the batch: no task or gather per record.
+        acks = [await self._send(m) for _, messages in items for m in messages if m.required]
+        await asyncio.gather(*acks)
+        for rec, _ in items:
+            self._offsets.done(tp_of(rec), rec.offset)
+        for _, messages in items:
+            for message in messages:
+                if not message.required:
+                    await self._send(message)  # enqueued; its acknowledgement is not awaited
 
     async def attach(self, anchor: Record, message: Outgoing) -> None:
         await self._send(message)
