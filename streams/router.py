@@ -65,7 +65,7 @@ from .ingress import Prepared, Refused
 from .liveness import PoolLiveness
 from .pii import PiiMasker
 from .quota import TenantQuotas
-from .router_core import Produce, RouterCore, decode_all
+from .router_core import Outcome, Produce, RouterCore, decode_all
 from .router_output import RouterListener, outgoing
 from .router_settings import RouterSettings
 from .state import RouterState
@@ -146,6 +146,10 @@ class Router(Service):
         )
         self._counter: TokenCounter | None = None
         self._saving: asyncio.Task[None] | None = None
+        # The last poll's acknowledgements and commit, while the next poll is handled.
+        self._settling: asyncio.Future[None] | None = None
+        # The next poll's records, fetched and being decoded while this one is handled.
+        self._ahead: tuple[list[Record], asyncio.Future[list[Outcome]]] | None = None
         # At-least-once: next offset after what each partition's last poll handled.
         self._handled: dict[TopicPartition, int] = {}
         if self._eos is not None:
@@ -233,6 +237,7 @@ class Router(Service):
                 exactly_once=self._eos,
                 ready=ready.set,
                 revoked=self._forget,
+                settle=self._quiesce,
             )
             consumer.subscribe([s.topics.requests], listener=listener)
             await consumer.start()
@@ -268,11 +273,36 @@ class Router(Service):
     async def _loop(
         self, stop: asyncio.Event, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor
     ) -> None:
-        while not stop.is_set():
-            await self._poll_once(consumer, executor)
-            await self._release(consumer)
-            await asyncio.gather(*await self._send(self._core.tombstones()))
-            await self._save_state()
+        try:
+            while not stop.is_set():
+                await self._poll_once(consumer, executor)
+                await self._release(consumer)
+                await asyncio.gather(*await self._send(self._core.tombstones()))
+                await self._save_state()
+            await self._settled()
+        finally:
+            if self._ahead is not None:  # fetched, never handled: read again by the next owner
+                self._ahead[1].cancel()
+                self._ahead = None
+            if self._settling is not None:  # the loop failed or was cancelled meanwhile
+                self._settling.cancel()
+                await asyncio.wait([self._settling])  # its cancellation, not ours
+                self._settling = None
+
+    async def _settled(self) -> None:
+        """Wait until the previous poll's output is acknowledged and its offsets committed
+        (raises what failed there). One poll settles while the next is fetched, decoded
+        and handled: the broker's round trips overlap the router's work, and at most one
+        poll is ever unsettled."""
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
+
+    async def _quiesce(self) -> None:
+        """Before partitions are revoked: let the unsettled poll commit first (its failure
+        is the loop's to raise)."""
+        if self._settling is not None:
+            await asyncio.wait([self._settling])
 
     async def _save_state(self) -> None:
         """Cache entries and baselines to the state topic, from a task of their own: best
@@ -292,38 +322,67 @@ class Router(Service):
             log.warning("router state not written to %s: %r", self._s.topics.router_state, exc)
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor) -> None:
-        batches = await consumer.getmany(timeout_ms=200, max_records=self._s.router_max_records)
-        records = [rec for recs in batches.values() for rec in recs]
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            records = await self._fetch(consumer, timeout_ms=200)
+            if not records:
+                await self._settled()
+                if self._eos is not None:
+                    await self._eos.commit(consumer)
+                return
+            ahead = records, self._decode(records, executor)
+        records, decoding = ahead
+        outcomes = await decoding
+        # What is already fetched is decoded while this poll is handled: the
+        # tokenizer's batch runs without the GIL, beside the loop's own work.
+        following = await self._fetch(consumer, timeout_ms=0)
+        if following:
+            self._ahead = following, self._decode(following, executor)
         eos = self._eos
-        if eos is not None:
-            # Fetched while a partition was being (re)opened: the seek re-reads them.
-            records = [rec for rec in records if eos.accept(rec)]
-        if not records:
-            if eos is not None:
-                await eos.commit(consumer)
-            return
-        counter, masker = self._counter, self._masker
-        assert counter is not None
-        loop = asyncio.get_running_loop()
-        limits, sources = self._limits, self._sources
-        outcomes = await loop.run_in_executor(
-            executor,
-            lambda: decode_all(
-                records, masker=masker, counter=counter, limits=limits, sources=sources
-            ),
-        )
         parked = self._core.coalescer.is_parked
         if eos is not None:
             for rec, outcome in zip(records, outcomes, strict=True):
                 produces = self._core.handle(rec, outcome)
                 if not parked(rec):  # a parked record's offset stays open until answered
                     await eos.publish(rec, [outgoing(p) for p in produces])
-            await eos.commit(consumer)
+            await self._settled()
+            self._settling = asyncio.ensure_future(eos.commit(consumer))
             return
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
             request = outcome.request if isinstance(outcome, Prepared | Refused) else None
             sends += await self._send(self._core.handle(rec, outcome), rec, request)
+        await self._settled()
+        self._settling = asyncio.ensure_future(self._settle(consumer, records, sends))
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, *, timeout_ms: int) -> list[Record]:
+        batches = await consumer.getmany(
+            timeout_ms=timeout_ms, max_records=self._s.router_max_records
+        )
+        records = [rec for recs in batches.values() for rec in recs]
+        if self._eos is not None:
+            # Fetched while a partition was being (re)opened: the seek re-reads them.
+            records = [rec for rec in records if self._eos.accept(rec)]
+        return records
+
+    def _decode(
+        self, records: list[Record], executor: ThreadPoolExecutor
+    ) -> asyncio.Future[list[Outcome]]:
+        """Decode, validate, mask and price `records` in the executor (`decode_all`)."""
+        counter, masker = self._counter, self._masker
+        assert counter is not None
+        limits, sources = self._limits, self._sources
+        return asyncio.get_running_loop().run_in_executor(
+            executor,
+            lambda: decode_all(
+                records, masker=masker, counter=counter, limits=limits, sources=sources
+            ),
+        )
+
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, records: list[Record], sends: list[asyncio.Future[Any]]
+    ) -> None:
+        """At-least-once: once all a poll produced is acknowledged, commit its offsets."""
         await asyncio.gather(*sends)
         for rec in records:
             self._handled[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
@@ -332,6 +391,8 @@ class Router(Service):
     async def _release(self, consumer: AIOKafkaConsumer) -> None:
         """Send the answers of requests that were parked behind an identical one."""
         released = self._core.take_released()
+        if released:
+            await self._settled()  # commits stay in poll order
         if self._eos is not None:
             for rec, produces in released:
                 await self._eos.publish(rec, [outgoing(p) for p in produces])

@@ -17,7 +17,7 @@ request topic's partitions this router was assigned (see `quota.py`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
@@ -47,8 +47,10 @@ class RouterListener(ConsumerRebalanceListener):  # type: ignore[misc]
         exactly_once: ExactlyOnce | None,
         ready: Callable[[], object],
         revoked: Callable[[list[TopicPartition]], None] = lambda _: None,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._revoked = revoked
+        self._settle = settle
         self._consumer = consumer
         self._topic = topic
         self._quotas = quotas
@@ -56,6 +58,8 @@ class RouterListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._ready = ready
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if self._settle is not None:  # the poll still settling commits before we let go
+            await self._settle()
         if self._eos is not None:
             await self._eos.revoked(self._consumer, list(revoked))
         self._revoked(list(revoked))
