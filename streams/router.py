@@ -12,9 +12,14 @@ Those decisions are `RouterCore`'s (`router_core.py`, no I/O); this module
 is the loop around it: fetch, decide, produce, commit.
 
 Offsets are committed after everything a poll produced is acknowledged
-(at-least-once: a crash re-routes the last poll's records), or, with
+(at-least-once: a crash re-routes the last two polls' records), or, with
 `delivery = exactly_once`, in per-partition transactions with the records
-they produced (`router_output.py`). Routers in one group split each
+they produced (`router_output.py`). The loop is pipelined: a poll settles
+(its acknowledgements and commit, or its transactions) while the next poll is
+fetched, decoded and handled, and the poll after that, when already fetched,
+is decoded in the executor meanwhile; at most one poll is unsettled, `handle()`
+still sees records in order, and a partition is only revoked after the
+unsettled poll committed. Routers in one group split each
 tenant's quota by their share of the request topic's partitions.
 
 State (routes, cancels, cached results, pool health) is in memory, rebuilt

@@ -2,7 +2,8 @@
 
 - at_least_once (default): one idempotent producer; the consumer commits a
   poll's offsets once everything it produced is acknowledged. A crash
-  re-routes the last poll's records (duplicates, never losses).
+  re-routes the records of the last two polls at most (the one settling and
+  the one handled meanwhile: duplicates, never losses).
 - exactly_once: `runtime.transactions.ExactlyOnce`, the workers' machinery:
   one transactional producer per `sg.requests` partition (transactional id
   `{router group}-{topic}-{partition}`, which fences a router that lost the
