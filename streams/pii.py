@@ -129,8 +129,8 @@ class PiiMasker:
     def _patterns(self, tenant: str) -> tuple[PiiPolicy, list[_Kind]]:
         policy = self._settings.tenants.get(tenant, self._settings.default)
         if tenant not in self._compiled:
-            own = [(name, None, re.compile(p)) for name, p in policy.patterns.items()]
-            builtin = [(k, SCREEN[k], BUILTIN[k]) for k in policy.kinds]
+            own: list[_Kind] = [(name, None, re.compile(p)) for name, p in policy.patterns.items()]
+            builtin: list[_Kind] = [(k, SCREEN[k], BUILTIN[k]) for k in policy.kinds]
             self._compiled[tenant] = builtin + own
         return policy, self._compiled[tenant]
 

@@ -79,14 +79,14 @@ async def _rounds(
             runs[name].append(figures)
             print(f"round {i + 1} {name}: {json.dumps(figures)} load {_load()}", flush=True)
     summary: dict[str, Any] = {"count": count, "rounds": rounds, "load_before": load_before}
-    for delivery, figures in runs.items():
-        ratios = [f["ratio"] for f in figures]
-        summary[delivery] = {
+    for name, done in runs.items():
+        ratios = [f["ratio"] for f in done]
+        summary[name] = {
             "ratio_median": round(statistics.median(ratios), 3),
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
-            "router_rps_median": round(statistics.median(f["router_rps"] for f in figures)),
-            "relay_rps_median": round(statistics.median(f["relay_rps"] for f in figures)),
+            "router_rps_median": round(statistics.median(f["router_rps"] for f in done)),
+            "relay_rps_median": round(statistics.median(f["relay_rps"] for f in done)),
         }
     summary["load_after"] = _load()
     return summary
@@ -106,7 +106,7 @@ async def _profile(
             topics=topics,
             router_group_id=f"{prefix}.router",
             quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
-            delivery=delivery,  # type: ignore[arg-type]
+            delivery=delivery,
         )
         spy = _REPO / ".venv" / "bin" / "py-spy"
         fmt = "speedscope" if out.suffix == ".speedscope" else "raw"
