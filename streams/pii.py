@@ -58,10 +58,13 @@ BUILTIN: dict[PiiKind, re.Pattern[str]] = {
 # (tests/unit/test_pii.py checks every kind's examples pass their screen).
 SCREEN: dict[PiiKind, re.Pattern[str]] = {
     "email": re.compile("@"),
-    "national_id": re.compile(r"\d\d"),  # every format has two digits in a row
+    # SSN 123-45-6789, NI AB 12 34 56 C, NIR 1 84 12 ...: two digit pairs, at most a
+    # space or dash between them.
+    "national_id": re.compile(r"\d\d[ -]?\d\d"),
     "card": re.compile(r"\d{4}"),
     "user_id": re.compile(r"user|customer|account|member|uid|usr_", re.IGNORECASE),
-    "phone": re.compile(r"\d\d"),  # every group is 2-4 digits
+    # Every number has a group of 2-4 digits, a separator and another such group.
+    "phone": re.compile(r"\d\d[ .\-]\d\d"),
 }
 
 
