@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import os
@@ -92,8 +93,34 @@ async def _rounds(
     return summary
 
 
+class _GcTime:
+    """A `gc.callbacks` entry adding up the time spent collecting."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self.by_generation = [0.0, 0.0, 0.0]  # seconds
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._start
+            self.seconds += took
+            self.collections[info["generation"]] += 1
+            self.by_generation[info["generation"]] += took
+
+
 async def _profile(
-    kafka: KafkaSettings, *, count: int, delivery: str, out: Path, rate: int, gil: bool
+    kafka: KafkaSettings,
+    *,
+    count: int,
+    delivery: str,
+    out: Path,
+    rate: int,
+    gil: bool,
+    router: type[Router] = Router,
 ) -> dict[str, Any]:
     prefix = f"prof{uuid.uuid4().hex[:8]}"
     topics = TopicSettings.prefixed(prefix)
@@ -115,14 +142,32 @@ async def _profile(
             cmd.append("--gil")  # only the thread holding the GIL: where CPU time goes
         sampler = await asyncio.create_subprocess_exec(*cmd, "--pid", str(os.getpid()))
         await asyncio.sleep(1.0)  # py-spy attaches
+        collecting = _GcTime()
+        gc.callbacks.append(collecting)
         try:
-            seconds = await through_router(settings, count)
+            cpu = time.process_time()
+            seconds = await through_router(settings, count, router=router)
+            cpu = time.process_time() - cpu
         finally:
+            gc.callbacks.remove(collecting)
             sampler.send_signal(2)  # SIGINT: py-spy writes what it sampled
             await asyncio.wait_for(sampler.wait(), 60)
     finally:
         await delete_topics(kafka, names)
-    return {"count": count, "delivery": delivery, "router_rps": round(count / seconds, 1)}
+    return {
+        "count": count,
+        "delivery": delivery,
+        "router_rps": round(count / seconds, 1),
+        # CPU time of this process (every thread) per routed record: steadier than the
+        # rate on a loaded machine.
+        "cpu_us_per_record": round(cpu / count * 1e6, 1),
+        # Time in the garbage collector per routed record, and its collections by generation.
+        "gc_us_per_record": round(collecting.seconds / count * 1e6, 1),
+        "gc_collections": collecting.collections,
+        "gc_ms_by_generation": [round(t * 1000) for t in collecting.by_generation],
+        "gc_objects": len(gc.get_objects()),
+        "load": _load(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             out=args.out,
             rate=args.rate,
             gil=args.gil,
+            router=_base_router(args.base) if args.base else Router,
         )
 
     if args.bootstrap:
