@@ -41,13 +41,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
-from sluicegate.runtime.destinations import Destinations, permanent
+from sluicegate.runtime.destinations import Destinations
 from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.kafka import consumer as kafka_consumer
@@ -59,7 +59,6 @@ from sluicegate.runtime.transactions import ExactlyOnce
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
-from sluicegate.schemas.models import InferenceRequest
 
 from .cache import ResultCache
 from .control import ControlReader, ControlState
@@ -71,7 +70,7 @@ from .liveness import PoolLiveness
 from .pii import PiiMasker
 from .quota import TenantQuotas
 from .router_core import Outcome, Produce, RouterCore, decode_all
-from .router_output import RouterListener, outgoing
+from .router_output import RouterListener, RouterSender, outgoing
 from .router_settings import RouterSettings
 from .state import RouterState
 
@@ -160,8 +159,8 @@ class Router(Service):
         if self._eos is not None:
             self._eos.on_drop(self._forget)
         self._sources: ImageSources | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._destinations = Destinations.for_kafka(settings.kafka)
+        self._sender = RouterSender(core=self._core, destinations=self._destinations)
 
     @property
     def control(self) -> ControlReader:
@@ -234,7 +233,7 @@ class Router(Service):
             await producer.start()
             if self._eos is not None:
                 await self._eos.start()
-            self._producer = producer
+            self._sender.producer = producer
             listener = RouterListener(
                 consumer=consumer,
                 topic=s.topics.requests,
@@ -282,7 +281,7 @@ class Router(Service):
             while not stop.is_set():
                 await self._poll_once(consumer, executor)
                 await self._release(consumer)
-                await asyncio.gather(*await self._send(self._core.tombstones()))
+                await asyncio.gather(*await self._sender.send(self._core.tombstones()))
                 await self._save_state()
             await self._settled()
         finally:
@@ -321,7 +320,7 @@ class Router(Service):
 
     async def _write_state(self, records: list[Produce]) -> None:
         try:
-            acks = await self._send(records)
+            acks = await self._sender.send(records)
             await asyncio.gather(*acks)
         except KafkaError as exc:
             log.warning("router state not written to %s: %r", self._s.topics.router_state, exc)
@@ -356,7 +355,7 @@ class Router(Service):
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
             request = outcome.request if isinstance(outcome, Prepared | Refused) else None
-            sends += await self._send(self._core.handle(rec, outcome), rec, request)
+            sends += await self._sender.send(self._core.handle(rec, outcome), rec, request)
         await self._settled()
         self._settling = asyncio.ensure_future(self._settle(consumer, records, sends))
 
@@ -405,7 +404,7 @@ class Router(Service):
                 await self._eos.commit(consumer)
             return
         if released:
-            await asyncio.gather(*[f for _, ps in released for f in await self._send(ps)])
+            await asyncio.gather(*[f for _, ps in released for f in await self._sender.send(ps)])
             await self._commit(
                 consumer, {TopicPartition(r.topic, r.partition) for r, _ in released}
             )
@@ -428,61 +427,6 @@ class Router(Service):
         self._core.coalescer.drop((tp.topic, tp.partition) for tp in tps)
         for tp in tps:
             self._handled.pop(tp, None)
-
-    async def _send(
-        self,
-        records: list[Produce],
-        rec: Record | None = None,
-        request: InferenceRequest | None = None,
-    ) -> list[asyncio.Future[Any]]:
-        """Hand `records` to the producer in order; the futures resolve once acknowledged.
-
-        A result for a reply_to that does not exist, may not be written or refuses
-        the record is answered `reply_to_unwritable` on the results topic instead
-        (`RouterCore.unwritable`), never raised out of the loop.
-        """
-        out: list[asyncio.Future[Any]] = []
-        for p in records:
-            if p.reply is not None and rec is not None:
-                if not await self._destinations.writable(p.topic):
-                    reason = "the topic does not exist or is not authorized"
-                    out += await self._send(self._core.unwritable(rec, request, p, reason))
-                    continue
-                try:
-                    ack = await self._produce(p)
-                except Exception as exc:
-                    if not permanent(exc):
-                        raise
-                    out += await self._send(self._core.unwritable(rec, request, p, repr(exc)))
-                    continue
-                out.append(asyncio.ensure_future(self._acked(ack, p, rec, request)))
-            else:
-                out.append(await self._produce(p))
-        return out
-
-    async def _produce(self, p: Produce) -> asyncio.Future[Any]:
-        assert self._producer is not None
-        ack: asyncio.Future[Any] = await self._producer.send(
-            p.topic, p.value, key=p.key, headers=p.headers
-        )
-        return ack
-
-    async def _acked(
-        self,
-        ack: asyncio.Future[Any],
-        p: Produce,
-        rec: Record,
-        request: InferenceRequest | None,
-    ) -> None:
-        try:
-            await ack
-        except Exception as exc:
-            if not permanent(exc):
-                raise
-            self._destinations.refused(p.topic)
-            await asyncio.gather(
-                *await self._send(self._core.unwritable(rec, request, p, repr(exc)))
-            )
 
 
 __all__ = ["Router", "RouterSettings"]
