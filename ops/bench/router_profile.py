@@ -34,8 +34,7 @@ from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka
 from sluicegate.ops.stack.process import free_port
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
-from sluicegate.streams.quota import QuotaSettings, TenantQuota
-from sluicegate.streams.router import Router, RouterSettings
+from sluicegate.streams.router import Router
 from sluicegate.streams.topology import (
     compacted_topics,
     default_topics,
@@ -44,7 +43,7 @@ from sluicegate.streams.topology import (
     streams_topics,
 )
 
-from .router_relay import _seed, bench_router_vs_relay, through_router
+from .router_relay import _seed, bench_router_vs_relay, bench_settings, through_router
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -128,13 +127,7 @@ async def _profile(
     await ensure_topics(kafka, names, compacted=compacted_topics(topics))
     try:
         await _seed(kafka, [topics.requests], count)
-        settings = RouterSettings(
-            kafka=kafka,
-            topics=topics,
-            router_group_id=f"{prefix}.router",
-            quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
-            delivery=delivery,
-        )
+        settings = bench_settings(kafka, topics, group=f"{prefix}.router", delivery=delivery)
         spy = _REPO / ".venv" / "bin" / "py-spy"
         fmt = "speedscope" if out.suffix == ".speedscope" else "raw"
         cmd = [str(spy), "record", "--nonblocking", "-r", str(rate), "-f", fmt, "-o", str(out)]

@@ -115,6 +115,20 @@ async def through_router(
         return time.perf_counter() - joined
 
 
+def bench_settings(
+    kafka: KafkaSettings, topics: TopicSettings, *, group: str, delivery: str
+) -> RouterSettings:
+    """The benched router's settings: these topics and group, no quota to speak of."""
+    return RouterSettings(
+        kafka=kafka,
+        topics=topics,
+        router_group_id=group,
+        # Unlimited quota: the bench measures the router, not the tenant's budget.
+        quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
+        delivery=delivery,
+    )
+
+
 async def bench_router_vs_relay(
     kafka: KafkaSettings,
     *,
@@ -134,14 +148,7 @@ async def bench_router_vs_relay(
     try:
         await _seed(kafka, [relay_in, topics.requests], count)
         relay_s = await relay(kafka, relay_in, relay_out, count)
-        settings = RouterSettings(
-            kafka=kafka,
-            topics=topics,
-            router_group_id=f"{prefix}.router",
-            # Unlimited quota: the bench measures the router, not the tenant's budget.
-            quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
-            delivery=delivery,
-        )
+        settings = bench_settings(kafka, topics, group=f"{prefix}.router", delivery=delivery)
         router_s = await through_router(settings, count, router=router)
     finally:
         await delete_topics(kafka, names)
