@@ -22,6 +22,8 @@ def unit_point(key: str, *, salt: str) -> float:
 
 def pick_version(spec: RouteSpec, key: str) -> str:
     """The version `key` is served by under `spec`'s weights."""
+    if len(spec.versions) == 1:  # the usual route: no canary, no hash to compute
+        return next(iter(spec.versions))
     names = sorted(spec.versions)
     total = sum(spec.versions[n] for n in names)
     point = unit_point(key, salt=f"canary/{spec.model}") * total

@@ -43,26 +43,30 @@ class DriftSettings(BaseModel):
 
 
 def psi(baseline: list[float], recent: list[float], edges: list[float]) -> float:
-    def shares(values: list[float]) -> list[float]:
-        counts = [0] * (len(edges) + 1)
-        for v in values:
-            counts[bisect.bisect_right(edges, v)] += 1
-        return [max(c / len(values), _EPS) for c in counts]
+    return _psi(_shares(baseline, edges), _shares(recent, edges))
 
-    b, r = shares(baseline), shares(recent)
+
+def _shares(values: list[float], edges: list[float]) -> list[float]:
+    counts = [0] * (len(edges) + 1)
+    for v in values:
+        counts[bisect.bisect_right(edges, v)] += 1
+    return [max(c / len(values), _EPS) for c in counts]
+
+
+def _psi(b: list[float], r: list[float]) -> float:
     return sum((ri - bi) * math.log(ri / bi) for bi, ri in zip(b, r, strict=True))
 
 
-def _moved(baseline: list[float], recent: list[float], shift: float) -> bool:
-    def p(values: list[float], q: float) -> float:
-        ordered = sorted(values)
-        return ordered[int(q * (len(ordered) - 1))]
+_QUANTILES = (0.5, 0.9)
 
-    for q in (0.5, 0.9):
-        before, after = p(baseline, q), p(recent, q)
-        if abs(after - before) > shift * max(abs(before), 1e-9):
-            return True
-    return False
+
+def _quantiles(values: list[float]) -> list[float]:
+    ordered = sorted(values)
+    return [ordered[int(q * (len(ordered) - 1))] for q in _QUANTILES]
+
+
+def _shifted(before: list[float], after: list[float], shift: float) -> bool:
+    return any(abs(a - b) > shift * max(abs(b), 1e-9) for b, a in zip(before, after, strict=True))
 
 
 def _edges(baseline: list[float]) -> list[float]:
@@ -75,9 +79,19 @@ def _edges(baseline: list[float]) -> list[float]:
 class _Series:
     baseline: list[float] = field(default_factory=list)
     edges: list[float] = field(default_factory=list)
+    # Of the full baseline, computed once when it fills (it never changes after):
+    # its share of each bin, and its median and p90.
+    shares: list[float] = field(default_factory=list)
+    quantiles: list[float] = field(default_factory=list)
     recent: deque[float] = field(default_factory=deque)
     since_check: int = 0
     alarmed: bool = False
+
+    def fix(self) -> None:
+        """The baseline is set: its bins, shares and quantiles."""
+        self.edges = _edges(self.baseline)
+        self.shares = _shares(self.baseline, self.edges)
+        self.quantiles = _quantiles(self.baseline)
 
 
 class DriftMonitor:
@@ -98,18 +112,20 @@ class DriftMonitor:
         if len(series.baseline) >= self._s.baseline_size or len(baseline) < 10:
             return False
         series.baseline = list(baseline)
-        series.edges = _edges(series.baseline)
+        series.fix()
         return True
 
     def observe(
         self, model: str, statistic: str, value: float, *, now_ms: int
     ) -> DriftEvent | None:
         s = self._s
-        series = self._series.setdefault((model, statistic), _Series())
+        series = self._series.get((model, statistic))
+        if series is None:  # (not setdefault: that builds a _Series on every call)
+            series = self._series[model, statistic] = _Series()
         if len(series.baseline) < s.baseline_size:
             series.baseline.append(value)
             if len(series.baseline) == s.baseline_size:
-                series.edges = _edges(series.baseline)
+                series.fix()
                 self._completed.append((model, statistic, list(series.baseline)))
             return None
         series.recent.append(value)
@@ -120,8 +136,8 @@ class DriftMonitor:
             return None
         series.since_check = 0
         recent = list(series.recent)
-        index = psi(series.baseline, recent, series.edges)
-        moved = _moved(series.baseline, recent, s.min_relative_shift)
+        index = _psi(series.shares, _shares(recent, series.edges))
+        moved = _shifted(series.quantiles, _quantiles(recent), s.min_relative_shift)
         was, series.alarmed = series.alarmed, index > s.threshold and moved
         if was or not series.alarmed:
             return None

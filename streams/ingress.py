@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.images import peek_image
-from sluicegate.schemas.catalog import lookup
+from sluicegate.schemas.catalog import ModelSpec, lookup
 from sluicegate.schemas.codec import DEFAULT_LIMITS, WireLimits
-from sluicegate.schemas.cost import Cost, TokenCounter, measure
+from sluicegate.schemas.cost import Cost, TokenCounter, image_pixels
 from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.imaging import image_size
 from sluicegate.schemas.models import (
@@ -33,6 +33,20 @@ class Prepared:
     pii: dict[str, int]
     # Input statistics for drift detection: text_tokens, text_chars, image_pixels, image_aspect.
     features: dict[str, float]
+    # The record's own bytes when they carry `request` unchanged (nothing was masked):
+    # forwarded as they are instead of encoding the request again. None: encode it.
+    value: bytes | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Screened:
+    """A request masked and checked against its model, waiting for its token count."""
+
+    request: InferenceRequest  # PII already masked
+    spec: ModelSpec
+    images: list[bytes]  # image headers (remote) or bytes (inline), in order
+    pii: dict[str, int]
+    value: bytes | None = None  # as `Prepared.value`
 
 
 def prepare(
@@ -48,6 +62,23 @@ def prepare(
     Raises `Refused` (carrying the masked request) for a request the model
     cannot take, so even a refusal forwards no unmasked text.
     """
+    screened = screen(request, masker=masker, limits=limits, sources=sources)
+    return price(screened, counter.count(screened.request.texts), limits=limits)
+
+
+def screen(
+    request: InferenceRequest,
+    *,
+    masker: PiiMasker,
+    limits: WireLimits = DEFAULT_LIMITS,
+    sources: ImageSources | None = None,
+    value: bytes | None = None,
+) -> Screened:
+    """`prepare()` up to the token count: mask, check the inputs, read image headers.
+
+    `value`: the record's bytes, kept as `Screened.value` if masking changed nothing.
+    Raises `Refused` as `prepare()` does.
+    """
     masked = masker.mask(request)
     try:
         spec = lookup(request.model)
@@ -57,14 +88,40 @@ def prepare(
             peek_image(image, limits=limits, tenant=request.tenant, sources=sources)
             for image in request.images
         ]
-        # Priced on the masked text: that is what the model will run on.
-        cost = measure(
-            spec, texts=masked.request.texts, images=images, counter=counter, limits=limits
-        )
-        features = _features(masked.request, cost, images)
     except WireError as exc:
         raise Refused(exc, masked.request) from None
-    return Prepared(request=masked.request, cost=cost, pii=masked.found, features=features)
+    unchanged = masked.request is request
+    return Screened(
+        request=masked.request,
+        spec=spec,
+        images=images,
+        pii=masked.found,
+        value=value if unchanged else None,
+    )
+
+
+def price(
+    screened: Screened, tokens: list[int], *, limits: WireLimits = DEFAULT_LIMITS
+) -> Prepared:
+    """Price a screened request, given the token count of each of its (masked) texts.
+
+    Priced on the masked text: that is what the model will run on (the counts
+    come from `TokenCounter.count`, one call for a whole poll's texts). Raises
+    `Refused` for an image whose header is unreadable or declares too many pixels.
+    """
+    request = screened.request
+    try:
+        pixels = sum(image_pixels(data, limits=limits) for data in screened.images)
+        total = sum(tokens)
+        cost = Cost(
+            tokens=total, pixels=pixels, units=screened.spec.cost(tokens=total, pixels=pixels)
+        )
+        features = _features(request, cost, screened.images)
+    except WireError as exc:
+        raise Refused(exc, request) from None
+    return Prepared(
+        request=request, cost=cost, pii=screened.pii, features=features, value=screened.value
+    )
 
 
 def _features(request: InferenceRequest, cost: Cost, images: list[bytes]) -> dict[str, float]:

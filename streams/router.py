@@ -12,9 +12,14 @@ Those decisions are `RouterCore`'s (`router_core.py`, no I/O); this module
 is the loop around it: fetch, decide, produce, commit.
 
 Offsets are committed after everything a poll produced is acknowledged
-(at-least-once: a crash re-routes the last poll's records), or, with
+(at-least-once: a crash re-routes the last two polls' records), or, with
 `delivery = exactly_once`, in per-partition transactions with the records
-they produced (`router_output.py`). Routers in one group split each
+they produced (`router_output.py`). The loop is pipelined: a poll settles
+(its acknowledgements and commit, or its transactions) while the next poll is
+fetched, decoded and handled, and the poll after that, when already fetched,
+is decoded in the executor meanwhile; at most one poll is unsettled, `handle()`
+still sees records in order, and a partition is only revoked after the
+unsettled poll committed. Routers in one group split each
 tenant's quota by their share of the request topic's partitions.
 
 State (routes, cancels, cached results, pool health) is in memory, rebuilt
@@ -36,13 +41,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import TracerProvider
 
 from sluicegate.runtime import tracing
 from sluicegate.runtime.clock import now_ms
-from sluicegate.runtime.destinations import Destinations, permanent
+from sluicegate.runtime.destinations import Destinations
 from sluicegate.runtime.follow import Follower
 from sluicegate.runtime.image_fetch import ImageSources
 from sluicegate.runtime.kafka import consumer as kafka_consumer
@@ -54,7 +59,6 @@ from sluicegate.runtime.transactions import ExactlyOnce
 from sluicegate.schemas.catalog import CATALOG
 from sluicegate.schemas.codec import WireLimits
 from sluicegate.schemas.cost import TokenCounter
-from sluicegate.schemas.models import InferenceRequest
 
 from .cache import ResultCache
 from .control import ControlReader, ControlState
@@ -65,8 +69,8 @@ from .ingress import Prepared, Refused
 from .liveness import PoolLiveness
 from .pii import PiiMasker
 from .quota import TenantQuotas
-from .router_core import Produce, RouterCore, decode_all
-from .router_output import RouterListener, outgoing
+from .router_core import Outcome, Produce, RouterCore, decode_all
+from .router_output import RouterListener, RouterSender, outgoing
 from .router_settings import RouterSettings
 from .state import RouterState
 
@@ -146,13 +150,17 @@ class Router(Service):
         )
         self._counter: TokenCounter | None = None
         self._saving: asyncio.Task[None] | None = None
+        # The last poll's acknowledgements and commit, while the next poll is handled.
+        self._settling: asyncio.Future[None] | None = None
+        # The next poll's records, fetched and being decoded while this one is handled.
+        self._ahead: tuple[list[Record], asyncio.Future[list[Outcome]]] | None = None
         # At-least-once: next offset after what each partition's last poll handled.
         self._handled: dict[TopicPartition, int] = {}
         if self._eos is not None:
             self._eos.on_drop(self._forget)
         self._sources: ImageSources | None = None
-        self._producer: AIOKafkaProducer | None = None
         self._destinations = Destinations.for_kafka(settings.kafka)
+        self._sender = RouterSender(core=self._core, destinations=self._destinations)
 
     @property
     def control(self) -> ControlReader:
@@ -225,7 +233,7 @@ class Router(Service):
             await producer.start()
             if self._eos is not None:
                 await self._eos.start()
-            self._producer = producer
+            self._sender.producer = producer
             listener = RouterListener(
                 consumer=consumer,
                 topic=s.topics.requests,
@@ -233,6 +241,7 @@ class Router(Service):
                 exactly_once=self._eos,
                 ready=ready.set,
                 revoked=self._forget,
+                settle=self._quiesce,
             )
             consumer.subscribe([s.topics.requests], listener=listener)
             await consumer.start()
@@ -268,11 +277,36 @@ class Router(Service):
     async def _loop(
         self, stop: asyncio.Event, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor
     ) -> None:
-        while not stop.is_set():
-            await self._poll_once(consumer, executor)
-            await self._release(consumer)
-            await asyncio.gather(*await self._send(self._core.tombstones()))
-            await self._save_state()
+        try:
+            while not stop.is_set():
+                await self._poll_once(consumer, executor)
+                await self._release(consumer)
+                await asyncio.gather(*await self._sender.send(self._core.tombstones()))
+                await self._save_state()
+            await self._settled()
+        finally:
+            if self._ahead is not None:  # fetched, never handled: read again by the next owner
+                self._ahead[1].cancel()
+                self._ahead = None
+            if self._settling is not None:  # the loop failed or was cancelled meanwhile
+                self._settling.cancel()
+                await asyncio.wait([self._settling])  # its cancellation, not ours
+                self._settling = None
+
+    async def _settled(self) -> None:
+        """Wait until the previous poll's output is acknowledged and its offsets committed
+        (raises what failed there). One poll settles while the next is fetched, decoded
+        and handled: the broker's round trips overlap the router's work, and at most one
+        poll is ever unsettled."""
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
+
+    async def _quiesce(self) -> None:
+        """Before partitions are revoked: let the unsettled poll commit first (its failure
+        is the loop's to raise)."""
+        if self._settling is not None:
+            await asyncio.wait([self._settling])
 
     async def _save_state(self) -> None:
         """Cache entries and baselines to the state topic, from a task of their own: best
@@ -286,44 +320,73 @@ class Router(Service):
 
     async def _write_state(self, records: list[Produce]) -> None:
         try:
-            acks = await self._send(records)
+            acks = await self._sender.send(records)
             await asyncio.gather(*acks)
         except KafkaError as exc:
             log.warning("router state not written to %s: %r", self._s.topics.router_state, exc)
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, executor: ThreadPoolExecutor) -> None:
-        batches = await consumer.getmany(timeout_ms=200, max_records=self._s.router_max_records)
-        records = [rec for recs in batches.values() for rec in recs]
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            records = await self._fetch(consumer, timeout_ms=200)
+            if not records:
+                await self._settled()
+                if self._eos is not None:
+                    await self._eos.commit(consumer)
+                return
+            ahead = records, self._decode(records, executor)
+        records, decoding = ahead
+        outcomes = await decoding
+        # What is already fetched is decoded while this poll is handled: the
+        # tokenizer's batch runs without the GIL, beside the loop's own work.
+        following = await self._fetch(consumer, timeout_ms=0)
+        if following:
+            self._ahead = following, self._decode(following, executor)
         eos = self._eos
-        if eos is not None:
-            # Fetched while a partition was being (re)opened: the seek re-reads them.
-            records = [rec for rec in records if eos.accept(rec)]
-        if not records:
-            if eos is not None:
-                await eos.commit(consumer)
-            return
-        counter, masker = self._counter, self._masker
-        assert counter is not None
-        loop = asyncio.get_running_loop()
-        limits, sources = self._limits, self._sources
-        outcomes = await loop.run_in_executor(
-            executor,
-            lambda: decode_all(
-                records, masker=masker, counter=counter, limits=limits, sources=sources
-            ),
-        )
         parked = self._core.coalescer.is_parked
         if eos is not None:
             for rec, outcome in zip(records, outcomes, strict=True):
                 produces = self._core.handle(rec, outcome)
                 if not parked(rec):  # a parked record's offset stays open until answered
                     await eos.publish(rec, [outgoing(p) for p in produces])
-            await eos.commit(consumer)
+            await self._settled()
+            self._settling = asyncio.ensure_future(eos.commit(consumer))
             return
         sends: list[asyncio.Future[Any]] = []
         for rec, outcome in zip(records, outcomes, strict=True):
             request = outcome.request if isinstance(outcome, Prepared | Refused) else None
-            sends += await self._send(self._core.handle(rec, outcome), rec, request)
+            sends += await self._sender.send(self._core.handle(rec, outcome), rec, request)
+        await self._settled()
+        self._settling = asyncio.ensure_future(self._settle(consumer, records, sends))
+
+    async def _fetch(self, consumer: AIOKafkaConsumer, *, timeout_ms: int) -> list[Record]:
+        batches = await consumer.getmany(
+            timeout_ms=timeout_ms, max_records=self._s.router_max_records
+        )
+        records = [rec for recs in batches.values() for rec in recs]
+        if self._eos is not None:
+            # Fetched while a partition was being (re)opened: the seek re-reads them.
+            records = [rec for rec in records if self._eos.accept(rec)]
+        return records
+
+    def _decode(
+        self, records: list[Record], executor: ThreadPoolExecutor
+    ) -> asyncio.Future[list[Outcome]]:
+        """Decode, validate, mask and price `records` in the executor (`decode_all`)."""
+        counter, masker = self._counter, self._masker
+        assert counter is not None
+        limits, sources = self._limits, self._sources
+        return asyncio.get_running_loop().run_in_executor(
+            executor,
+            lambda: decode_all(
+                records, masker=masker, counter=counter, limits=limits, sources=sources
+            ),
+        )
+
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, records: list[Record], sends: list[asyncio.Future[Any]]
+    ) -> None:
+        """At-least-once: once all a poll produced is acknowledged, commit its offsets."""
         await asyncio.gather(*sends)
         for rec in records:
             self._handled[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
@@ -332,6 +395,8 @@ class Router(Service):
     async def _release(self, consumer: AIOKafkaConsumer) -> None:
         """Send the answers of requests that were parked behind an identical one."""
         released = self._core.take_released()
+        if released:
+            await self._settled()  # commits stay in poll order
         if self._eos is not None:
             for rec, produces in released:
                 await self._eos.publish(rec, [outgoing(p) for p in produces])
@@ -339,7 +404,7 @@ class Router(Service):
                 await self._eos.commit(consumer)
             return
         if released:
-            await asyncio.gather(*[f for _, ps in released for f in await self._send(ps)])
+            await asyncio.gather(*[f for _, ps in released for f in await self._sender.send(ps)])
             await self._commit(
                 consumer, {TopicPartition(r.topic, r.partition) for r, _ in released}
             )
@@ -362,61 +427,6 @@ class Router(Service):
         self._core.coalescer.drop((tp.topic, tp.partition) for tp in tps)
         for tp in tps:
             self._handled.pop(tp, None)
-
-    async def _send(
-        self,
-        records: list[Produce],
-        rec: Record | None = None,
-        request: InferenceRequest | None = None,
-    ) -> list[asyncio.Future[Any]]:
-        """Hand `records` to the producer in order; the futures resolve once acknowledged.
-
-        A result for a reply_to that does not exist, may not be written or refuses
-        the record is answered `reply_to_unwritable` on the results topic instead
-        (`RouterCore.unwritable`), never raised out of the loop.
-        """
-        out: list[asyncio.Future[Any]] = []
-        for p in records:
-            if p.reply is not None and rec is not None:
-                if not await self._destinations.writable(p.topic):
-                    reason = "the topic does not exist or is not authorized"
-                    out += await self._send(self._core.unwritable(rec, request, p, reason))
-                    continue
-                try:
-                    ack = await self._produce(p)
-                except Exception as exc:
-                    if not permanent(exc):
-                        raise
-                    out += await self._send(self._core.unwritable(rec, request, p, repr(exc)))
-                    continue
-                out.append(asyncio.ensure_future(self._acked(ack, p, rec, request)))
-            else:
-                out.append(await self._produce(p))
-        return out
-
-    async def _produce(self, p: Produce) -> asyncio.Future[Any]:
-        assert self._producer is not None
-        ack: asyncio.Future[Any] = await self._producer.send(
-            p.topic, p.value, key=p.key, headers=p.headers
-        )
-        return ack
-
-    async def _acked(
-        self,
-        ack: asyncio.Future[Any],
-        p: Produce,
-        rec: Record,
-        request: InferenceRequest | None,
-    ) -> None:
-        try:
-            await ack
-        except Exception as exc:
-            if not permanent(exc):
-                raise
-            self._destinations.refused(p.topic)
-            await asyncio.gather(
-                *await self._send(self._core.unwritable(rec, request, p, repr(exc)))
-            )
 
 
 __all__ = ["Router", "RouterSettings"]

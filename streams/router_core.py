@@ -54,7 +54,7 @@ from .coalesce import Coalescer, Waiter
 from .control import ControlState
 from .drift import DriftMonitor
 from .health import PoolHealth
-from .ingress import Prepared, Refused, prepare
+from .ingress import Prepared, Refused, Screened, price, screen
 from .pii import PiiMasker
 from .quota import Refusal, TenantQuotas
 from .records import WindowRollup, decode_rollup
@@ -91,16 +91,34 @@ def decode_all(
     limits: WireLimits = DEFAULT_LIMITS,
     sources: ImageSources | None = None,
 ) -> list[Outcome]:
-    """Decode, validate, mask and price each record; one outcome per record, in order."""
-    out: list[Outcome] = []
+    """Decode, validate, mask and price each record; one outcome per record, in order.
+
+    The texts of every request that got that far are tokenized in one call (the
+    tokenizer's batch, which runs without the GIL), then each request is priced.
+    """
+    screened: list[Screened | Refused | WireError] = []
     for rec in records:
         try:
             request = decode_request(rec.value, list(rec.headers))
-            out.append(
-                prepare(request, masker=masker, counter=counter, limits=limits, sources=sources)
+            screened.append(
+                screen(request, masker=masker, limits=limits, sources=sources, value=rec.value)
             )
         except (WireError, Refused) as exc:
+            screened.append(exc)
+    texts = [t for s in screened if isinstance(s, Screened) for t in s.request.texts]
+    counts = counter.count(texts)
+    out: list[Outcome] = []
+    at = 0
+    for s in screened:
+        if not isinstance(s, Screened):
+            out.append(s)
+            continue
+        n = len(s.request.texts)
+        try:
+            out.append(price(s, counts[at : at + n], limits=limits))
+        except Refused as exc:
             out.append(exc)
+        at += n
     return out
 
 
@@ -207,7 +225,7 @@ class RouterCore:
             out = [
                 Produce(
                     topic=decision.topic,
-                    value=encode(request),
+                    value=outcome.value or encode(request),
                     key=rec.key,
                     headers=passed + _routing(decision, decision.version),
                     answers=rid,

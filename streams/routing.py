@@ -98,6 +98,9 @@ def default_spec(model: str) -> RouteSpec:
     return RouteSpec(model=model, versions={lookup(model).version: 1.0})
 
 
+_UNKNOWN = PoolState(health="unknown")
+
+
 def choose_pool(
     model: str,
     *,
@@ -158,9 +161,8 @@ def decide(
     capable = s.capable.get(model, s.pools)
     offered = [p for p in s.pools if p in capable and (spec.pools is None or p in spec.pools)]
     candidates: list[Pool] = offered or [p for p in s.pools if p in capable] or list(s.pools)
-    unknown = PoolState(health="unknown")
     states = {
-        p: health.state(model, p, now_ms=now_ms) if health is not None else unknown
+        p: health.state(model, p, now_ms=now_ms) if health is not None else _UNKNOWN
         for p in candidates
     }
     pool = choose_pool(

@@ -98,20 +98,43 @@ async def relay(kafka: KafkaSettings, source: str, sink: str, count: int) -> flo
         await producer.stop()
 
 
-async def through_router(settings: RouterSettings, count: int) -> float:
-    """Seconds the router takes to route `count` records already on its request topic."""
-    async with Router(settings=settings) as router:
+async def through_router(
+    settings: RouterSettings, count: int, *, router: type[Router] = Router
+) -> float:
+    """Seconds the router takes to route `count` records already on its request topic.
+
+    `router`: the class to time (a developer may pass an older copy to compare).
+    """
+    async with router(settings=settings) as running:
         joined = time.perf_counter()
-        while router.stats["routed"] + router.stats["cached"] < count:
-            if not router.running:
-                await router.wait()  # raises what stopped it
+        while running.stats["routed"] + running.stats["cached"] < count:
+            if not running.running:
+                await running.wait()  # raises what stopped it
                 raise RuntimeError("the router stopped before routing every record")
             await asyncio.sleep(0.01)
         return time.perf_counter() - joined
 
 
+def bench_settings(
+    kafka: KafkaSettings, topics: TopicSettings, *, group: str, delivery: str
+) -> RouterSettings:
+    """The benched router's settings: these topics and group, no quota to speak of."""
+    return RouterSettings(
+        kafka=kafka,
+        topics=topics,
+        router_group_id=group,
+        # Unlimited quota: the bench measures the router, not the tenant's budget.
+        quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
+        delivery=delivery,
+    )
+
+
 async def bench_router_vs_relay(
-    kafka: KafkaSettings, *, count: int = 5000, delivery: str = "at_least_once"
+    kafka: KafkaSettings,
+    *,
+    count: int = 5000,
+    delivery: str = "at_least_once",
+    router: type[Router] = Router,
 ) -> dict[str, float]:
     """Rates (records/s) of the relay and the router over `count` records, and router/relay.
 
@@ -125,15 +148,8 @@ async def bench_router_vs_relay(
     try:
         await _seed(kafka, [relay_in, topics.requests], count)
         relay_s = await relay(kafka, relay_in, relay_out, count)
-        settings = RouterSettings(
-            kafka=kafka,
-            topics=topics,
-            router_group_id=f"{prefix}.router",
-            # Unlimited quota: the bench measures the router, not the tenant's budget.
-            quota=QuotaSettings(default=TenantQuota(rate=1e12, burst=1e12)),
-            delivery=delivery,
-        )
-        router_s = await through_router(settings, count)
+        settings = bench_settings(kafka, topics, group=f"{prefix}.router", delivery=delivery)
+        router_s = await through_router(settings, count, router=router)
     finally:
         await delete_topics(kafka, names)
     relay_rps, router_rps = count / relay_s, count / router_s

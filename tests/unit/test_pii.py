@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from sluicegate.schemas.models import InferenceRequest
-from sluicegate.streams.pii import PiiMasker, PiiPolicy, PiiSettings
+from sluicegate.streams.pii import BUILTIN, SCREEN, PiiMasker, PiiPolicy, PiiSettings
 
 TICKET = (
     "Ticket #4471 from Maria Keller <maria.keller@firma-beispiel.de>, tel. +49 30 1234 5678, "
@@ -71,3 +75,81 @@ def test_mask_request_covers_texts_and_string_parameters() -> None:
     assert masked.found == {"email": 1, "national_id": 1}
     clean = InferenceRequest(request_id="r2", model="text-embed", texts=["nothing here"])
     assert PiiMasker().mask(clean).request is clean
+
+
+def test_each_kinds_screen_passes_whatever_its_pattern_matches() -> None:
+    """The screens only skip texts a pattern cannot match: every match passes its screen."""
+    assert SCREEN.keys() == BUILTIN.keys()
+    samples = [
+        TICKET,
+        "AB 12 34 56 C",
+        "1 84 12 76 451 089 46",
+        "uid=abc_12",
+        "member-id # 9aZ",
+        "USR_ABCDEFG",
+        "415.555.0132 or 06 12 34 56 78",
+        "4111-1111-1111-1111",
+        "x@y.example",
+    ]
+    matched = set()
+    for text in samples:
+        for kind, pattern in BUILTIN.items():
+            for match in pattern.finditer(text):
+                matched.add(kind)
+                assert SCREEN[kind].search(match.group(0)), (kind, match.group(0))
+    assert matched == set(BUILTIN)
+
+
+def _unscreened(masker: PiiMasker, text: str) -> tuple[str, Counter[str]]:
+    """Masking as it was before the screens: every pattern, in order."""
+    counts = Counter[str]()
+    for kind, pattern in BUILTIN.items():
+        text = pattern.sub(masker._replacer(kind, PiiPolicy(), counts), text)
+    return text, counts
+
+
+def test_masking_with_screens_equals_masking_without() -> None:
+    """Skipping the patterns a screen rules out changes no text and no count."""
+    texts = [TICKET, "Order 17: two boxes, deliver by Friday.", "no digits at all", "a@b.example"]
+    masker = PiiMasker()
+    for text in texts:
+        assert masker.mask_text(text) == _unscreened(masker, text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "1",
+                "23",
+                "456",
+                "7890",
+                " ",
+                "-",
+                ".",
+                "(",
+                ")",
+                "+",
+                "@",
+                "x",
+                "ab",
+                "AB",
+                "usr_",
+                "uid",
+                "=",
+                ":",
+                "#",
+                "Customer",
+                "id",
+                "example",
+                ".org",
+                "_",
+            ]
+        ),
+        max_size=30,
+    ).map("".join)
+)
+def test_screens_never_change_a_mask(text: str) -> None:
+    masker = PiiMasker()
+    assert masker.mask_text(text) == _unscreened(masker, text)

@@ -23,12 +23,14 @@ from sluicegate.schemas.control import (
 )
 from sluicegate.schemas.cost import TokenCounter
 from sluicegate.schemas.dlq import DeadLetter
+from sluicegate.schemas.errors import WireError
 from sluicegate.schemas.models import ErrorInfo, InferenceRequest, InferenceResult, Status
 from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.cache import ResultCache, content_key
 from sluicegate.streams.control import ControlState
 from sluicegate.streams.drift import DriftMonitor
 from sluicegate.streams.health import PoolHealth
+from sluicegate.streams.ingress import Prepared, Refused, prepare
 from sluicegate.streams.pii import PiiMasker
 from sluicegate.streams.quota import QuotaSettings, TenantQuota, TenantQuotas
 from sluicegate.streams.records import WindowRollup
@@ -343,3 +345,51 @@ def test_parked_requests_hold_back_their_partition_until_answered_or_overdue() -
     [late] = c.overdue(NOW_MS + 121_000)  # the leader's result never came
     assert late.request.request_id == "A" and c.lowest(TOPICS.requests, 0) is None
     assert c.leader(content_key(late.request)) is None, "a silent leader is forgotten"
+
+
+def test_one_tokenizer_batch_per_poll_prices_each_request_as_prepare_does() -> None:
+    """decode_all tokenizes a poll's texts in one call; every outcome is still what
+    `prepare()` gives that record alone, and bad records keep their own error."""
+    three = InferenceRequest(request_id="three", model="text-embed", texts=["a", "b", "c"])
+    records = [
+        req("short", "short"),
+        FakeRecord(value=encode(three), offset=1),  # refused: text-embed takes one text
+        FakeRecord(value=b"\x93not a map", offset=2),
+        req("long", "a longer text about printer paper and staplers " * 8),
+        req("mail", "mail me at a@b.example"),
+    ]
+    outcomes = decode_all(records, masker=MASKER, counter=COUNTER)
+    assert len(outcomes) == len(records)
+    prepared = 0
+    for rec, outcome in zip(records, outcomes, strict=True):
+        try:
+            alone = prepare(decode_request(rec.value, rec.headers), masker=MASKER, counter=COUNTER)
+        except (WireError, Refused) as exc:
+            assert type(outcome) is type(exc) and str(outcome) == str(exc)
+            continue
+        assert isinstance(outcome, Prepared)
+        assert outcome.request == alone.request
+        assert (outcome.cost, outcome.features, outcome.pii) == (
+            alone.cost,
+            alone.features,
+            alone.pii,
+        )
+        assert outcome.cost.tokens == COUNTER.count(outcome.request.texts)[0]
+        prepared += 1
+    assert prepared == 3
+    costs = [o.cost.tokens for o in outcomes if isinstance(o, Prepared)]
+    assert len(set(costs)) == 3  # three different lengths, each priced on its own text
+
+
+def test_a_record_masking_leaves_alone_is_forwarded_as_its_own_bytes() -> None:
+    """Nothing masked: the work record is the request's bytes as they came (no re-encode);
+    something masked: the masked request, re-encoded. Either decodes to what was routed."""
+    clean = req("clean", "two boxes of printer paper")
+    dirty = req("dirty", "write to maria.keller@firma-beispiel.de")
+    out = rig().run(clean, dirty)
+    work_clean, work_dirty = out[0][-1], out[1][-1]
+    assert work_clean.value == clean.value
+    assert work_dirty.value != dirty.value
+    assert work_dirty.value is not None and b"maria.keller" not in work_dirty.value
+    routed = decode_request(work_dirty.value, work_dirty.headers)
+    assert routed.request_id == "dirty" and "[pii.email." in routed.texts[0]
