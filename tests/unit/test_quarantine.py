@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sluicegate.runtime.records import RecordData
-from sluicegate.workers.quarantine import Attempts
+from sluicegate.workers.quarantine import Attempts, by_crc32
 
 
 def rec(offset: int, value: bytes = b"v") -> RecordData:
@@ -40,3 +40,12 @@ def test_a_different_value_at_the_same_offset_is_not_a_suspect() -> None:
     assert fresh.count(rec(3, b"new")) == 0  # topic recreated: offsets repeat
     fresh.apply(key, b"garbage")  # malformed: skipped, not fatal
     assert fresh.count(rec(3, b"old")) == 1
+
+
+def test_attempt_keys_keep_their_partition() -> None:
+    """A begin record and its tombstone share a partition (compaction), spread over all."""
+    parts = [0, 1, 2, 3, 4, 5]
+    keys = [f"g|sg.work.text-embed.cpu|{p}|{o}".encode() for p in range(3) for o in range(200)]
+    placed = [by_crc32(k, parts, parts) for k in keys]
+    assert placed == [by_crc32(k, parts, [0]) for k in keys]  # availability does not move a key
+    assert set(placed) == set(parts)
