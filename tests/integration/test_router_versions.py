@@ -126,10 +126,11 @@ async def test_worker_drops_a_queued_request_cancelled_before_its_batch_runs(
     run_worker: WorkerFactory, kafka: KafkaSettings, topics: TopicSettings
 ) -> None:
     queued = embed("wait in the batcher")
-    # A 30 s queue delay keeps a lone request waiting in the batcher.
+    # A 30 s queue delay keeps a lone request waiting in the batcher (idle dispatch off:
+    # by default an idle backend starts a lone request at once).
     async with (
         TopicReader(kafka, topics.results) as results,
-        run_worker("text-embed", max_queue_delay_microseconds=30_000_000),
+        run_worker("text-embed", max_queue_delay_microseconds=30_000_000, idle_dispatch=False),
     ):
         await produce_requests(kafka, topics.work("text-embed", "cpu"), [queued])
         await asyncio.sleep(2.0)  # consumed and queued by now
