@@ -99,7 +99,7 @@ def decode_all(
     screened: list[Screened | Refused | WireError] = []
     for rec in records:
         try:
-            request = decode_request(rec.value, list(rec.headers))
+            request = decode_request(rec.value, list(rec.headers), limits=limits)
             screened.append(
                 screen(request, masker=masker, limits=limits, sources=sources, value=rec.value)
             )

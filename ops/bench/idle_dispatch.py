@@ -22,21 +22,14 @@ import contextlib
 import signal
 import statistics
 import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
-from sluicegate.ops.models.build import build_repository
-from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka
-from sluicegate.ops.stack.process import free_port
-from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.runtime.kafka import KafkaSettings
-from sluicegate.schemas.codec import decode_result
 
-from .kafka_run import BenchTopics, KafkaRun, bench_topics, worker_process
+from .kafka_run import KafkaRun, bench_topics, worker_process
 from .points import Point
+from .servers import local_servers
 from .workload import Workload, poisson_arrivals, text_workload
 
 MODES: dict[str, dict[str, str]] = {
@@ -46,60 +39,10 @@ MODES: dict[str, dict[str, str]] = {
 }
 
 
-class _QueueRun(KafkaRun):
-    """A `KafkaRun` that also keeps each ok result's `timings.queue_ms`: the wait
-    between admission and batch start, the very time idle dispatch removes,
-    free of the Kafka and Triton noise of a loaded machine."""
-
-    def __init__(self, kafka: KafkaSettings, run: BenchTopics) -> None:
-        super().__init__(kafka, run)
-        self.queue_ms: dict[str, float] = {}
-
-    async def _read_results(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-            now = time.monotonic()
-            for records in batches.values():
-                for rec in records:
-                    result = decode_result(rec.value, rec.headers)
-                    self._done.setdefault(result.request_id, (now, result.status.value))
-                    self.queue_ms.setdefault(result.request_id, result.timings.queue_ms)
-            if batches:
-                self._arrived.set()
-
-
-@contextlib.contextmanager
-def _servers(cache: Path, state: Path) -> Iterator[tuple[KafkaSettings, str, str | None]]:
-    kafka = LocalKafka(
-        KafkaLocalConfig.cluster(state_dir=state / "kafka", cache_dir=cache, size=1, heap="512m")
-    )
-    repository = cache / "model-repository"
-    triton = LocalTriton(
-        TritonLocalConfig(
-            repository=repository,
-            state_dir=state / "triton",
-            cache_dir=cache,
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-        )
-    )
-    kafka.start(progress=print)
-    try:
-        build_repository(repository, progress=print)
-        triton.start()
-        try:
-            yield kafka.settings(), triton.grpc_url, triton.admin_key()
-        finally:
-            triton.stop()
-    finally:
-        kafka.stop()
-
-
 @contextlib.asynccontextmanager
 async def _mode(
     name: str, kafka: KafkaSettings, triton_url: str, key: str | None, state: Path
-) -> AsyncIterator[_QueueRun]:
+) -> AsyncIterator[KafkaRun]:
     env = dict(MODES[name])
     if key:
         env["SLUICEGATE_TRITON__ADMIN_KEY"] = key
@@ -113,18 +56,17 @@ async def _mode(
             env=env,
             state_dir=state / "workers",
         ),
-        _QueueRun(kafka, run).started() as gen,
+        KafkaRun(kafka, run).started() as gen,
     ):
-        assert isinstance(gen, _QueueRun)
         yield gen
 
 
 async def _measure(args: argparse.Namespace, state: Path) -> None:
     work: Workload = text_workload(seed=11)
     names = list(MODES)
-    with _servers(args.cache.resolve(), state) as (kafka, triton_url, key):
+    with local_servers(args.cache.resolve(), state, print) as (kafka, triton_url, key):
         async with contextlib.AsyncExitStack() as stack:
-            gens: dict[str, _QueueRun] = {}
+            gens: dict[str, KafkaRun] = {}
             for n in names:
                 gens[n] = await stack.enter_async_context(_mode(n, kafka, triton_url, key, state))
             # Warm-up: first calls pay Triton's and the worker's cold start.

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from sluicegate.ops.stack.process import ManagedProcess, wait_until
+from sluicegate.ops.stack.process import ManagedProcess
 from sluicegate.runtime.kafka import KafkaSettings, wait_for_partitions
 from sluicegate.schemas.codec import decode_result, decode_telemetry, encode, headers
 from sluicegate.schemas.models import ImageInput, InferenceRequest
@@ -107,14 +107,7 @@ async def probed_process(
     stopped (SIGTERM, then a 60 s grace) on exit."""
     proc.start(argv, env=dict(env))
     try:
-        await asyncio.to_thread(
-            wait_until,
-            ready.exists,
-            timeout=120,
-            what=what,
-            alive=proc.is_running,
-            log_path=proc.log_path,
-        )
+        await asyncio.to_thread(proc.wait_for, ready, what=what)
         pid = proc.pid()
         assert pid is not None
         probe = RssProbe(pid)
@@ -193,6 +186,8 @@ class KafkaRun:
         self._kafka = kafka
         self._run = run
         self._done: dict[str, tuple[float, str]] = {}
+        # Each result's `timings.queue_ms`: admission to batch start (idle_dispatch.py).
+        self.queue_ms: dict[str, float] = {}
         self._batches: list[tuple[float, BatchStat]] = []
         self._arrived = asyncio.Event()
 
@@ -245,6 +240,7 @@ class KafkaRun:
                 for rec in records:
                     result = decode_result(rec.value, rec.headers)
                     self._done.setdefault(result.request_id, (now, result.status.value))
+                    self.queue_ms.setdefault(result.request_id, result.timings.queue_ms)
             if batches:
                 self._arrived.set()
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from sluicegate.ops.stack.process import ManagedProcess, wait_until
+from sluicegate.ops.stack.process import ManagedProcess
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.models import InferenceRequest
@@ -99,9 +99,7 @@ async def _relay_process(
     env = dict(os.environ, SLUICEGATE_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
     proc.start(argv, env=env)
     try:
-        await asyncio.to_thread(
-            wait_until, ready.exists, timeout=60, what="bench relay", alive=proc.is_running
-        )
+        await asyncio.to_thread(proc.wait_for, ready, what="bench relay", timeout=60)
         pid = proc.pid()
         assert pid is not None
         yield RssProbe(pid)

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from sluicegate.ops.stack.pools import StandinPool, StandinPorts
-from sluicegate.ops.stack.process import ManagedProcess, free_port, wait_until
+from sluicegate.ops.stack.process import ManagedProcess, free_port
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.models import InferenceRequest
 from sluicegate.schemas.settings import TopicSettings
@@ -198,14 +198,7 @@ async def _worker(
     argv = [sys.executable, "-m", "sluicegate", "worker", "--model", model, "--pool", pool]
     proc.start([*argv, "--ready-file", str(ready)], env=env)
     try:
-        await asyncio.to_thread(
-            wait_until,
-            ready.exists,
-            timeout=120,
-            what=f"bench worker {name}",
-            alive=proc.is_running,
-            log_path=proc.log_path,
-        )
+        await asyncio.to_thread(proc.wait_for, ready, what=f"bench worker {name}")
         yield
     finally:
         await asyncio.to_thread(proc.stop, grace=60)

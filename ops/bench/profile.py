@@ -30,12 +30,11 @@ import sys
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka
-from sluicegate.ops.stack.process import ManagedProcess, StackError, wait_until
+from sluicegate.ops.stack.process import ManagedProcess, StackError
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.models import InferenceRequest
@@ -49,9 +48,10 @@ from sluicegate.streams.topology import (
 )
 
 from .relay import count_outputs, produce_backlog
+from .servers import local_kafka
 from .workload import text_workload
 
-__all__ = ["TARGETS", "Profile", "profile", "top_frames"]
+__all__ = ["TARGETS", "Profile", "profile", "py_spy", "top_frames"]
 
 # Frames every busy sample passes through (the CLI, the event loop, thread
 # pools): left out of the cumulative ranking, where they would fill the top.
@@ -130,28 +130,14 @@ def _plumbing(frame: str) -> bool:
     return any(p in frame for p in _PLUMBING) or frame.startswith(_PLUMBING_FRAMES)
 
 
-def _py_spy() -> str:
+def py_spy() -> str:
+    """The py-spy executable beside this Python, else on PATH."""
     found = shutil.which(
         "py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     )
     if found is None:
         raise StackError("py-spy is not installed; run `make venv` (it is in the dev extra)")
     return found
-
-
-@contextlib.contextmanager
-def _kafka(cache_dir: Path, state: Path, say: Say) -> Iterator[KafkaSettings]:
-    kafka = LocalKafka(
-        KafkaLocalConfig.cluster(
-            state_dir=state / "kafka", cache_dir=cache_dir.resolve(), size=1, heap="512m"
-        )
-    )
-    say("starting Kafka")
-    kafka.start(progress=say)
-    try:
-        yield kafka.settings()
-    finally:
-        kafka.stop()
 
 
 def _requests(count: int) -> list[bytes]:
@@ -206,14 +192,7 @@ async def _target(
         argv += ["router"]
     proc.start([*argv, "--ready-file", str(ready)], env=env)
     try:
-        await asyncio.to_thread(
-            wait_until,
-            ready.exists,
-            timeout=120,
-            what=f"the {target} to join its group",
-            alive=proc.is_running,
-            log_path=proc.log_path,
-        )
+        await asyncio.to_thread(proc.wait_for, ready, what=f"the {target} to join its group")
         pid = proc.pid()
         assert pid is not None
         yield pid
@@ -239,7 +218,7 @@ async def _profile_one(
         async with _target(target, kafka, topics, group, state=state, log_copy=log) as pid:
             say(f"{target}: sampling pid {pid} with py-spy while it drains")
             spy = await asyncio.create_subprocess_exec(
-                *(_py_spy(), "record", "--pid", str(pid), "--rate", "250", "--nonblocking"),
+                *(py_spy(), "record", "--pid", str(pid), "--rate", "250", "--nonblocking"),
                 *("--nolineno", "--format", "raw", "--output", str(folded)),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
@@ -271,9 +250,9 @@ async def profile(
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         raise ValueError(f"unknown profile target(s) {unknown}; choose from {list(TARGETS)}")
-    _py_spy()  # fail before Kafka starts
+    py_spy()  # fail before Kafka starts
     with tempfile.TemporaryDirectory(prefix="sg-profile-") as tmp:
-        with _kafka(cache_dir, Path(tmp), say) as kafka:
+        with local_kafka(cache_dir, Path(tmp), say) as kafka:
             return [
                 await _profile_one(t, kafka, count=count, out=out, state=Path(tmp), say=say)
                 for t in targets

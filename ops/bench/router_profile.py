@@ -30,8 +30,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sluicegate.ops.stack.kafka import KafkaLocalConfig, LocalKafka
-from sluicegate.ops.stack.process import free_port
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.settings import TopicSettings
 from sluicegate.streams.router import Router
@@ -43,7 +41,9 @@ from sluicegate.streams.topology import (
     streams_topics,
 )
 
+from .profile import py_spy
 from .router_relay import _seed, bench_router_vs_relay, bench_settings, through_router
+from .servers import local_kafka
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -128,9 +128,9 @@ async def _profile(
     try:
         await _seed(kafka, [topics.requests], count)
         settings = bench_settings(kafka, topics, group=f"{prefix}.router", delivery=delivery)
-        spy = _REPO / ".venv" / "bin" / "py-spy"
+        spy = py_spy()
         fmt = "speedscope" if out.suffix == ".speedscope" else "raw"
-        cmd = [str(spy), "record", "--nonblocking", "-r", str(rate), "-f", fmt, "-o", str(out)]
+        cmd = [spy, "record", "--nonblocking", "-r", str(rate), "-f", fmt, "-o", str(out)]
         if gil:
             cmd.append("--gil")  # only the thread holding the GIL: where CPU time goes
         sampler = await asyncio.create_subprocess_exec(*cmd, "--pid", str(os.getpid()))
@@ -192,13 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.bootstrap:
         result = asyncio.run(go(KafkaSettings(bootstrap_servers=args.bootstrap)))
     else:
-        with tempfile.TemporaryDirectory(prefix="sg-router-prof-") as state:
-            cfg = KafkaLocalConfig(
-                state_dir=Path(state), port=free_port(), controller_port=free_port()
-            )
-            with LocalKafka(cfg) as broker:
-                time.sleep(0)
-                result = asyncio.run(go(broker.settings()))
+        with (
+            tempfile.TemporaryDirectory(prefix="sg-router-prof-") as state,
+            local_kafka(_REPO / ".cache", Path(state), print) as kafka,
+        ):
+            result = asyncio.run(go(kafka))
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
 

@@ -13,7 +13,7 @@ from sluicegate.ops.stack.process import free_port
 from sluicegate.ops.stack.triton import LocalTriton, TritonLocalConfig
 from sluicegate.runtime.kafka import KafkaSettings
 
-__all__ = ["environ", "local_servers", "loopback_triton"]
+__all__ = ["environ", "local_kafka", "local_servers", "loopback_triton"]
 
 Say = Callable[[str], None]
 
@@ -50,26 +50,33 @@ def loopback_triton(repository: Path, state_dir: Path, cache_dir: Path) -> Local
 
 
 @contextlib.contextmanager
-def local_servers(
-    cache_dir: Path, state: Path, say: Say
-) -> Iterator[tuple[KafkaSettings, str, str | None]]:
-    """A Kafka broker and a Triton on free loopback ports, stopped on exit."""
-    kafka = LocalKafka(  # one node on free ports
+def local_kafka(cache_dir: Path, state: Path, say: Say) -> Iterator[KafkaSettings]:
+    """A one-node Kafka broker on free loopback ports, stopped on exit."""
+    kafka = LocalKafka(
         KafkaLocalConfig.cluster(
             state_dir=state / "kafka", cache_dir=cache_dir.resolve(), size=1, heap="512m"
         )
     )
-    repository = cache_dir.resolve() / "model-repository"
-    triton = loopback_triton(repository, state / "triton", cache_dir)
     say("starting Kafka")
     kafka.start(progress=say)
     try:
+        yield kafka.settings()
+    finally:
+        kafka.stop()
+
+
+@contextlib.contextmanager
+def local_servers(
+    cache_dir: Path, state: Path, say: Say
+) -> Iterator[tuple[KafkaSettings, str, str | None]]:
+    """A Kafka broker and a Triton on free loopback ports, stopped on exit."""
+    repository = cache_dir.resolve() / "model-repository"
+    triton = loopback_triton(repository, state / "triton", cache_dir)
+    with local_kafka(cache_dir, state, say) as kafka:
         build_repository(repository, progress=say)
         say("starting Triton")
         triton.start()
         try:
-            yield kafka.settings(), triton.grpc_url, triton.admin_key()
+            yield kafka, triton.grpc_url, triton.admin_key()
         finally:
             triton.stop()
-    finally:
-        kafka.stop()

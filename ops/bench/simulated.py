@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from sluicegate.ops.stack.process import ManagedProcess, wait_until
+from sluicegate.ops.stack.process import ManagedProcess
 from sluicegate.runtime.kafka import KafkaSettings
 from sluicegate.schemas.codec import encode
 from sluicegate.schemas.models import InferenceRequest
@@ -200,14 +200,7 @@ async def _workers(
             proc.start([*argv, "--pool", _POOL, "--ready-file", str(ready)], env=env)
             started.append((proc, ready))
         for i, (proc, ready) in enumerate(started):
-            await asyncio.to_thread(
-                wait_until,
-                ready.exists,
-                timeout=120,
-                what=f"simulated-card worker {i}",
-                alive=proc.is_running,
-                log_path=proc.log_path,
-            )
+            await asyncio.to_thread(proc.wait_for, ready, what=f"simulated-card worker {i}")
         yield
     finally:
         await asyncio.gather(*(asyncio.to_thread(p.stop, grace=60) for p, _ in started))

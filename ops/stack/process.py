@@ -129,6 +129,13 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self.pid() is not None
 
+    def wait_for(self, path: Path, *, what: str, timeout: float = 120.0) -> None:
+        """Wait until `path` exists (a ready file); `StackError` quoting the log if
+        the process dies first or `timeout` passes (`wait_until`)."""
+        wait_until(
+            path.exists, timeout=timeout, what=what, alive=self.is_running, log_path=self.log_path
+        )
+
     def start(
         self,
         argv: Sequence[str],
